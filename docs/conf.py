@@ -1,0 +1,8 @@
+project = "ebmgraph"
+author = "the ebmgraph developers"
+extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.mathjax", "sphinx.ext.doctest"]
+napoleon_numpy_docstring = True
+napoleon_google_docstring = False
+autodoc_member_order = "bysource"
+html_theme = "alabaster"
+exclude_patterns = ["_build"]
