@@ -1,0 +1,160 @@
+import pytest
+import torch
+
+from ebmgraph import rbm
+from ebmgraph.learning import CD, PCD, DivergenceError, Trainer, TrainingConfig, iterate_batches, sufficient_statistics
+from helpers import reference_rbm
+
+G1 = [[0.2, -0.1], [0.0, 0.3], [-0.4, 0.1]]
+G2 = [[0.1, 0.1], [-0.2, 0.0], [0.3, -0.3]]
+
+
+def weight_only_gradient(model, values):
+    gradient = {name: torch.zeros_like(parameter) for name, parameter in model.named_parameters()}
+    gradient["weights.v-h"] = torch.tensor(values, dtype=model.dtype)
+    return gradient
+
+
+def test_momentum_and_weight_decay_follow_the_practical_guide():
+    model = reference_rbm()
+    trainer = Trainer(model, CD(1), TrainingConfig(learning_rate=0.1, momentum=0.5, weight_decay=0.01))
+
+    trainer.apply_gradient(weight_only_gradient(model, G1))
+    step1 = model.weights["v-h"].reshape(-1).tolist()
+    trainer.apply_gradient(weight_only_gradient(model, G2))
+    step2 = model.weights["v-h"].reshape(-1).tolist()
+
+    assert step1 == pytest.approx([0.519500, -1.009000, 1.498500, 0.279750, -0.789250, 2.008000], abs=1e-6)
+    assert step2 == pytest.approx([0.538731, -1.002491, 1.476252, 0.294345, -0.778086, 1.979992], abs=1e-6)
+    # The momentum-times-learning-rate bug would give 0.529955 for the first entry.
+    assert step2[0] != pytest.approx(0.529955, abs=1e-4)
+
+
+def test_equal_statistics_leave_only_weight_decay():
+    model = reference_rbm()
+    before = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+    trainer = Trainer(model, CD(1), TrainingConfig(learning_rate=0.1, momentum=0.5, weight_decay=0.01))
+
+    trainer.apply_gradient(weight_only_gradient(model, [[0.0, 0.0]] * 3))
+
+    change = (model.weights["v-h"] - before["weights.v-h"]).reshape(-1).tolist()
+    assert change == pytest.approx([-0.0005, 0.001, -0.0015, -0.00025, 0.00075, -0.002], abs=1e-9)
+    assert torch.equal(model.biases["v"], before["biases.v"])
+    assert torch.equal(model.biases["h"], before["biases.h"])
+
+
+def test_batches_cover_rows_once_with_ragged_end():
+    batches = list(iterate_batches(13, 10, shuffle=True, generator=torch.Generator().manual_seed(0)))
+
+    assert [len(batch) for batch in batches] == [10, 3]
+    assert sorted(torch.cat(batches).tolist()) == list(range(13))
+
+
+def test_gradient_of_ragged_batch_is_its_mean():
+    model = reference_rbm()
+    rows = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0]], dtype=torch.float64)
+    state = {"v": rows, "h": model.conditional("h", {"v": rows}).mean}
+
+    stats = sufficient_statistics(model, state)["weights.v-h"]
+
+    assert stats.reshape(-1).tolist() == pytest.approx([0.379465, 0.405189, 0.459917, 0.449131, 0.294333, 0.578732], abs=1e-6)
+
+
+def test_single_row_training_updates_parameters():
+    model = reference_rbm()
+    before = model.weights["v-h"].detach().clone()
+    trainer = Trainer(model, CD(1), TrainingConfig(epochs=1, batch_size=10), generator=torch.Generator().manual_seed(1))
+
+    history = trainer.fit({"v": torch.tensor([[1.0, 0.0, 1.0]], dtype=torch.float64)})
+
+    assert trainer.step == 1
+    assert not torch.equal(model.weights["v-h"], before)
+    assert history[0]["epoch"] == 1
+
+
+def test_empty_data_is_rejected():
+    trainer = Trainer(reference_rbm(), CD(1), TrainingConfig())
+    with pytest.raises(ValueError, match="training data is empty"):
+        trainer.fit({"v": torch.zeros(0, 3, dtype=torch.float64)})
+
+
+def test_missing_data_layer_is_rejected():
+    trainer = Trainer(reference_rbm(), CD(1), TrainingConfig())
+    with pytest.raises(ValueError, match="missing layer 'v'"):
+        trainer.fit({})
+
+
+def test_infinite_weight_is_reported_before_training():
+    model = reference_rbm()
+    with torch.no_grad():
+        model.weights["v-h"][0, 0] = float("inf")
+    trainer = Trainer(model, CD(1), TrainingConfig())
+    with pytest.raises(DivergenceError, match="weights.v-h is non-finite before training \\(first at index \\(0, 0\\)\\)"):
+        trainer.fit({"v": torch.tensor([[0.0, 1.0, 1.0]], dtype=torch.float64)})
+
+
+def test_overflowing_step_raises_divergence_naming_step():
+    model = reference_rbm(dtype=torch.float32)
+    trainer = Trainer(model, CD(1), TrainingConfig(learning_rate=1e38))
+    # 1e38 times 14 exceeds the largest float32 (3.4e38), so the first weight becomes infinite.
+    gradient = weight_only_gradient(model, [[14.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+
+    with pytest.raises(DivergenceError, match="weights.v-h became non-finite at epoch 1, step 1 \\(first at index \\(0, 0\\)\\).*learning_rate=1e\\+38"):
+        trainer.apply_gradient(gradient)
+
+
+def test_unrepresentable_learning_rate_is_rejected():
+    with pytest.raises(ValueError, match="learning_rate=1e\\+39 is larger than the largest torch.float32"):
+        Trainer(reference_rbm(dtype=torch.float32), CD(1), TrainingConfig(learning_rate=1e39))
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"learning_rate": 0.0}, "learning_rate must be a positive"),
+        ({"learning_rate": float("nan")}, "learning_rate must be a positive"),
+        ({"epochs": 0}, "epochs must be a positive int"),
+        ({"batch_size": 2.5}, "batch_size must be a positive int"),
+        ({"momentum": 1.0}, "momentum must be in \\[0, 1\\)"),
+        ({"weight_decay": -0.1}, "weight_decay must be a non-negative"),
+    ],
+)
+def test_config_rejects_bad_values(options, message):
+    with pytest.raises(ValueError, match=message):
+        TrainingConfig(**options)
+
+
+def train_once(epochs, resume_after=None):
+    """Train a small RBM with PCD; with ``resume_after``, stop there, save, rebuild and resume."""
+    data = {"v": torch.bernoulli(torch.full((37, 6), 0.4), generator=torch.Generator().manual_seed(9))}
+    config = TrainingConfig(epochs=epochs, batch_size=8, momentum=0.5)
+    model = rbm(6, 4, generator=torch.Generator().manual_seed(5))
+    if resume_after is None:
+        Trainer(model, PCD(1), config, generator=torch.Generator().manual_seed(5)).fit(data)
+        return model
+
+    first_config = TrainingConfig(epochs=resume_after, batch_size=8, momentum=0.5)
+    partial = Trainer(model, PCD(1), first_config, generator=torch.Generator().manual_seed(5))
+    partial.fit(data)
+    saved_model = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    saved_trainer = partial.state_dict()
+
+    fresh = rbm(6, 4)
+    fresh.load_state_dict(saved_model)
+    resumed = Trainer(fresh, PCD(1), config, generator=torch.Generator())
+    resumed.load_state_dict(saved_trainer)
+    resumed.fit(data)
+    return fresh
+
+
+def test_same_seed_gives_identical_parameters():
+    first, second = train_once(3), train_once(3)
+    for name, parameter in first.named_parameters():
+        assert torch.equal(parameter, dict(second.named_parameters())[name]), name
+
+
+def test_resumed_training_matches_uninterrupted():
+    uninterrupted = train_once(4)
+    resumed = train_once(4, resume_after=2)
+    for name, parameter in uninterrupted.named_parameters():
+        assert torch.equal(parameter, dict(resumed.named_parameters())[name]), name
