@@ -114,7 +114,10 @@ class EnergyModel(nn.Module):
         weights = {}
         for a, b in graph.edges:
             shape = (graph[a].size, graph[b].size)
-            initial = torch.randn(shape, generator=generator, dtype=dtype) * init_std
+            if init_std == 0:
+                initial = torch.zeros(shape, dtype=dtype)
+            else:
+                initial = torch.randn(shape, generator=generator, dtype=dtype) * init_std
             weights[self.edge_key(a, b)] = nn.Parameter(initial.to(device))
         self.weights = nn.ParameterDict(weights)
 

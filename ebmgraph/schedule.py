@@ -83,25 +83,38 @@ class Schedule:
 
     # Plans: the parameter tensors of this call, looked up once ---------------------
 
-    def _plan(self):
+    def _plan(self, state: State):
+        """Per block, per layer: ``(name, units, base, terms)`` for this call.
+
+        ``base`` is the bias plus the input from clamped neighbours, which stays
+        fixed for the whole call, so each sweep multiplies only free neighbours.
+        """
         weights = self.model.weights
         biases = self.model.biases
+        graph = self.model.graph
         plan = []
         for block in self.blocks:
             entries = []
             for update in block.updates:
-                terms = tuple(
-                    (neighbour, self.model.graph[neighbour].units, weights[key].t() if transposed else weights[key])
-                    for neighbour, key, transposed in update.inputs
-                )
-                entries.append((update.name, update.units, biases[update.name], terms))
+                base = biases[update.name]
+                terms = []
+                for neighbour, key, transposed in update.inputs:
+                    weight = weights[key].t() if transposed else weights[key]
+                    units = graph[neighbour].units
+                    if neighbour in self.clamped:
+                        base = torch.addmm(base, units.statistic(state[neighbour]), weight)
+                    else:
+                        terms.append((neighbour, units, weight))
+                entries.append((update.name, update.units, base, tuple(terms)))
             plan.append(entries)
         return plan
 
     @staticmethod
-    def _input(bias, terms, state) -> torch.Tensor:
+    def _input(base, terms, state) -> torch.Tensor:
+        if not terms:
+            return base
         neighbour, units, weight = terms[0]
-        total = torch.addmm(bias, units.statistic(state[neighbour]), weight)
+        total = torch.addmm(base, units.statistic(state[neighbour]), weight)
         for neighbour, units, weight in terms[1:]:
             total = total.addmm(units.statistic(state[neighbour]), weight)
         return total
@@ -146,13 +159,13 @@ class Schedule:
         state = self._start(state, validate)
         self._check_readable(state)
 
-        plan = self._plan()
+        plan = self._plan(state)
         means: State = {}
         for step in range(steps):
             last = step == steps - 1
             for block in plan:
-                for name, units, bias, terms in block:
-                    layer_input = self._input(bias, terms, state)
+                for name, units, base, terms in block:
+                    layer_input = self._input(base, terms, state)
                     if last and return_means:
                         means[name] = units.mean(layer_input)
                     state[name] = units.sample(layer_input, generator)
@@ -201,11 +214,11 @@ class Schedule:
         state = self._start(state, validate)
         self._initialise_means(state, init, validate)
 
-        plan = self._plan()
+        plan = self._plan(state)
         for _ in range(steps):
             for block in plan:
-                for name, units, bias, terms in block:
-                    new = units.mean(self._input(bias, terms, state))
+                for name, units, base, terms in block:
+                    new = units.mean(self._input(base, terms, state))
                     state[name] = new if damping == 0.0 else torch.lerp(new, state[name], damping)
         return state
 
@@ -215,12 +228,8 @@ class Schedule:
             for name, means in init.items():
                 if name not in self.free:
                     raise ValueError(f"init gives means for layer {name!r}, which is not a free layer of {self}")
-                if name in state:
-                    continue
-                size = self.model.graph[name].size
-                if means.dim() == 1:
-                    means = means.to(like).unsqueeze(0).expand(batch, size)
-                state[name] = self.model.check_state({name: means.to(like)})[name] if validate else means.to(like)
+                if name not in state:
+                    state[name] = self._broadcast_means(name, means, batch, like, validate)
             policy = "zeros"
         elif init in MEAN_FIELD_INITS:
             policy = init
@@ -232,6 +241,21 @@ class Schedule:
         for name in self.free:
             if name not in state:
                 state[name] = like.new_zeros(batch, self.model.graph[name].size)
+
+    def _broadcast_means(self, name: str, means: torch.Tensor, batch: int, like: torch.Tensor, validate: bool) -> torch.Tensor:
+        size = self.model.graph[name].size
+        if not isinstance(means, torch.Tensor):
+            raise TypeError(f"init for layer {name!r} must be a torch.Tensor, got {type(means).__name__}")
+        means = means.to(like)
+        if means.dim() == 1 and means.shape[0] == size:
+            means = means.unsqueeze(0).expand(batch, size)
+        elif not (means.dim() == 2 and tuple(means.shape) == (batch, size)):
+            raise ValueError(
+                f"init for layer {name!r} must have shape ({size},) or ({batch}, {size}), got {tuple(means.shape)}"
+            )
+        if validate:
+            self.model.graph[name].units.check_support(means, layer=name, allow_means=True)
+        return means
 
     def _bottom_up_pass(self, state: State) -> None:
         graph = self.model.graph

@@ -1,0 +1,5 @@
+import sys
+
+from ebmgraph.cli import main
+
+sys.exit(main())

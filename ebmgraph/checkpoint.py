@@ -1,0 +1,126 @@
+"""Save and load models without executing code from the file.
+
+A checkpoint is a ``torch.save`` archive of plain containers: the graph declaration
+as a JSON string, the parameters as tensors, and optional training state (optimizer,
+persistent chains, generator state, counters) and JSON metadata. Loading uses
+``torch.load(weights_only=True)``, whose unpickler accepts only tensors and
+primitive containers and refuses any other object, so loading a crafted file
+cannot run code. Writes go to a temporary file in the same folder, are flushed
+to disk and then renamed over the target, so an interrupted save leaves the
+previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ebmgraph.graph import Graph
+from ebmgraph.model import EnergyModel
+from ebmgraph.presets import DeepRelationalModel
+
+__all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError", "MODEL_CLASSES"]
+
+FORMAT = "ebmgraph-checkpoint"
+VERSION = 1
+
+MODEL_CLASSES = {"EnergyModel": EnergyModel, "DeepRelationalModel": DeepRelationalModel}
+"""Model classes a checkpoint may name; loading builds only these."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, truncated, corrupted or not an ebmgraph checkpoint."""
+
+
+def save_checkpoint(path: str | os.PathLike, model: EnergyModel, *, training: dict | None = None, metadata: dict | None = None) -> Path:
+    """Write ``model`` (and optional training state and metadata) to ``path`` atomically.
+
+    Parameters
+    ----------
+    path : str or PathLike
+    model : EnergyModel
+    training : dict, optional
+        Tensors, numbers, strings and containers of them, e.g. ``Trainer.state_dict()``.
+    metadata : dict, optional
+        JSON-serialisable facts about the run (command, seed, figures).
+    """
+    path = Path(path)
+    kind = type(model).__name__
+    if kind not in MODEL_CLASSES:
+        raise TypeError(f"cannot checkpoint a {kind}; supported model classes are {sorted(MODEL_CLASSES)}")
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": kind,
+        "graph": json.dumps(model.graph.to_dict()),
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "parameters": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
+        "training": training or {},
+        "metadata": json.dumps(metadata or {}),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> tuple[EnergyModel, dict, dict]:
+    """Load a checkpoint written by :func:`save_checkpoint`.
+
+    Returns
+    -------
+    model : EnergyModel
+        The saved class (:class:`EnergyModel` or :class:`DeepRelationalModel`) with
+        the saved dtype and parameters, on ``map_location``.
+    training : dict
+        The saved training state (empty if none).
+    metadata : dict
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    CheckpointError
+        The file is truncated, corrupted, holds anything but plain data, or is not
+        an ebmgraph checkpoint; the message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(f"checkpoint {path} holds objects other than plain data and was not loaded: {error}") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupted: {error}") from None
+
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an ebmgraph checkpoint (no '{FORMAT}' format marker)")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"checkpoint {path} has format version {payload.get('version')!r}; this ebmgraph reads version {VERSION}")
+    kind = payload.get("kind")
+    if kind not in MODEL_CLASSES:
+        raise CheckpointError(f"checkpoint {path} names model class {kind!r}; expected one of {sorted(MODEL_CLASSES)}")
+
+    try:
+        graph = Graph.from_dict(json.loads(payload["graph"]))
+        dtype = getattr(torch, payload["dtype"])
+        model = MODEL_CLASSES[kind](graph, init_std=0.0, dtype=dtype, device=map_location)
+        model.load_state_dict(payload["parameters"])
+        metadata = json.loads(payload["metadata"])
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as error:
+        raise CheckpointError(f"checkpoint {path} is inconsistent: {error}") from None
+    return model, payload["training"], metadata

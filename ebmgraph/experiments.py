@@ -1,0 +1,302 @@
+"""Model families trained and evaluated under one classification protocol.
+
+Every family uses the same chain of layers ``x - h1 - ... - hL - y`` and the same
+data, and differs only in how its weights are learned:
+
+=============  ============================================================================
+family         training
+=============  ============================================================================
+``dnn``        random initialisation, back-propagation only (``finetune_epochs``)
+``dbn``        bottom-up RBMs ``x -> h1 -> ...``; the top RBM joins ``h(L-1)`` and ``y`` to
+               ``hL``; classified by the exact ``p(y | h(L-1))`` of the top RBM
+``dbm``        bottom-up RBM pretraining, then the DBM recipe (mean-field data term with x
+               and y clamped, persistent chains); classified by mean field
+``drm``        outside-in RBM pretraining, then the DRM recipe (:class:`MeanFieldCD`);
+               classified by mean field
+``fine-*``     the trained model unrolled into ``x -> h1 -> ... -> y`` and fine-tuned
+=============  ============================================================================
+
+NOTE: the DRM paper does not describe how its DBN and DBM baselines read out a label
+without fine-tuning; the label layer on top, as here, is this library's choice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from ebmgraph.graph import Graph
+from ebmgraph.learning.algorithms import MeanFieldCD, MeanFieldPCD
+from ebmgraph.learning.finetune import FeedForward, classification_error, finetune, unroll
+from ebmgraph.learning.pretrain import bottom_up_order, greedy_pretrain, outside_in_order
+from ebmgraph.learning.trainer import Trainer, TrainingConfig
+from ebmgraph.model import EnergyModel
+from ebmgraph.presets import DeepRelationalModel, drm
+
+__all__ = ["Protocol", "ClassificationData", "FAMILIES", "run_family", "mean_field_error"]
+
+logger = logging.getLogger(__name__)
+
+FAMILIES = ("dnn", "dbn", "fine-dbn", "dbm", "fine-dbm", "drm", "fine-drm")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The training protocol shared by every family (the DRM paper's values by default).
+
+    Attributes
+    ----------
+    hidden : tuple of int
+        Sizes of ``h1 .. hL``.
+    epochs : int
+        Epochs of the generative training (DBM and DRM recipes).
+    pretrain_epochs : int
+        Epochs of each pretraining RBM.
+    finetune_epochs : int
+        Epochs of back-propagation (fine-tuning, and the DNN).
+    batch_size, learning_rate, momentum, weight_decay
+        Shared by every stage.
+    finetune_learning_rate : float
+    mean_field_steps : int
+        T, the mean-field sweeps of training and read-out.
+    y_units : str
+        Unit family of the label layer.
+    """
+
+    hidden: tuple[int, ...] = (400, 400)
+    epochs: int = 50
+    pretrain_epochs: int = 50
+    finetune_epochs: int = 10
+    batch_size: int = 20
+    learning_rate: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    finetune_learning_rate: float = 0.1
+    mean_field_steps: int = 10
+    y_units: str = "bernoulli"
+
+    def config(self, epochs: int) -> TrainingConfig:
+        return TrainingConfig(
+            epochs=epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+        )
+
+
+@dataclass
+class ClassificationData:
+    """Images in [0, 1] of shape ``(n, n_pixels)`` and int64 labels ``(n,)`` for each split."""
+
+    train_x: torch.Tensor
+    train_labels: torch.Tensor
+    validation_x: torch.Tensor
+    validation_labels: torch.Tensor
+    test_x: torch.Tensor | None = None
+    test_labels: torch.Tensor | None = None
+    n_classes: int = 10
+
+    def train_y(self, dtype=torch.float32) -> torch.Tensor:
+        return torch.nn.functional.one_hot(self.train_labels, self.n_classes).to(dtype=dtype, device=self.train_x.device)
+
+
+@dataclass
+class FamilyResult:
+    """What one family run measured."""
+
+    family: str
+    validation_error: float
+    test_error: float | None
+    seconds: float
+    history: list = field(default_factory=list)
+    model: object = None
+
+    def summary(self) -> dict:
+        record = asdict(self)
+        record.pop("model")
+        return record
+
+
+def mean_field_error(model: DeepRelationalModel, x: torch.Tensor, labels: torch.Tensor, *, steps: int, batch_size: int = 1000) -> float:
+    """Classification error of the mean-field read-out ``argmax E[y | x]``."""
+    wrong = 0
+    with torch.no_grad():
+        for start in range(0, x.shape[0], batch_size):
+            predicted = model.classify(x[start : start + batch_size], steps)
+            wrong += int((predicted != labels[start : start + batch_size]).sum())
+    return wrong / max(x.shape[0], 1)
+
+
+def _chain(model: EnergyModel) -> list[str]:
+    return list(model.graph.layer_names)
+
+
+def _label_model(data: ClassificationData, protocol: Protocol, generator) -> DeepRelationalModel:
+    n_pixels = data.train_x.shape[1]
+    return drm(
+        n_pixels, protocol.hidden, data.n_classes, y_units=protocol.y_units, generator=generator, device=data.train_x.device
+    )
+
+
+def train_drm(data: ClassificationData, protocol: Protocol, generator, *, progress=False, callback=None) -> DeepRelationalModel:
+    """Outside-in pretraining, then the DRM recipe, on ``data``'s training split."""
+    model = _label_model(data, protocol, generator)
+    batch = {"x": data.train_x, "y": data.train_y(model.dtype)}
+    if protocol.pretrain_epochs:
+        greedy_pretrain(model, batch, outside_in_order(model), protocol.config(protocol.pretrain_epochs), generator=generator, progress=progress)
+    trainer = Trainer(model, MeanFieldCD(protocol.mean_field_steps), protocol.config(protocol.epochs), generator=generator)
+    trainer.fit(batch, callback=callback, progress=progress)
+    return model
+
+
+def train_dbm(data: ClassificationData, protocol: Protocol, generator, *, progress=False, callback=None) -> DeepRelationalModel:
+    """Bottom-up pretraining, then mean field with persistent chains, with y on top of hL."""
+    model = _label_model(data, protocol, generator)
+    batch = {"x": data.train_x, "y": data.train_y(model.dtype)}
+    if protocol.pretrain_epochs:
+        order = bottom_up_order(model, _chain(model)[:-1]) + [("y", model.hidden_names[-1])]
+        greedy_pretrain(model, batch, order, protocol.config(protocol.pretrain_epochs), generator=generator, progress=progress)
+    estimator = MeanFieldPCD(1, n_chains=100, mean_field_steps=protocol.mean_field_steps)
+    trainer = Trainer(model, estimator, protocol.config(protocol.epochs), generator=generator)
+    trainer.fit(batch, callback=callback, progress=progress)
+    return model
+
+
+class DeepBeliefNet:
+    """Bottom-up RBMs ``x -> h1 -> ... -> h(L-1)`` and a top RBM joining ``h(L-1)`` and ``y`` to ``hL``.
+
+    The weights live on the chain ``x - h1 - ... - hL - y`` of :attr:`model`, so
+    :func:`unroll` fine-tunes a DBN exactly like a DRM. :attr:`top` is the top RBM.
+    """
+
+    def __init__(self, model: DeepRelationalModel, top: EnergyModel):
+        self.model = model
+        self.top = top
+
+    def label_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact ``p(y | h(L-1))`` of the top RBM, ``h(L-1)`` from the bottom-up pass; ``(batch, n_classes)``."""
+        names = self.model.hidden_names
+        representation = x
+        with torch.no_grad():
+            for below, above in zip(("x",) + names[:-2], names[:-1]):
+                representation = torch.sigmoid(self.model.biases[above] + representation @ self.model.weight(below, above))
+            n_classes = self.model.n_classes
+            labels = torch.eye(n_classes, dtype=x.dtype, device=x.device)
+            below = names[-2] if len(names) > 1 else "x"
+            free = torch.stack(
+                [self.top.free_energy({below: representation, "y": labels[k].expand(x.shape[0], -1)}) for k in range(n_classes)],
+                dim=1,
+            )
+        return torch.softmax(-free, dim=1)
+
+
+def train_dbn(data: ClassificationData, protocol: Protocol, generator, *, progress=False, callback=None) -> DeepBeliefNet:
+    """Greedy bottom-up RBMs; the last joins the label layer and the top hidden layer."""
+    model = _label_model(data, protocol, generator)
+    names = model.hidden_names
+    config = protocol.config(protocol.pretrain_epochs)
+    below = "x"
+    representation = data.train_x
+    if len(names) > 1:
+        greedy_pretrain(model, {"x": data.train_x}, bottom_up_order(model, ["x", *names[:-1]]), config, generator=generator, progress=progress)
+        below = names[-2]
+        with torch.no_grad():
+            for lower, upper in zip(("x",) + names[:-2], names[:-1]):
+                representation = torch.sigmoid(model.biases[upper] + representation @ model.weight(lower, upper))
+
+    graph = Graph()
+    graph.add_layer(below, model.graph[below].size, visible=True)
+    graph.add_layer("y", data.n_classes, "softmax", visible=True)
+    graph.add_layer(names[-1], model.graph[names[-1]].size)
+    graph.add_edge(below, names[-1])
+    graph.add_edge("y", names[-1])
+    top = EnergyModel(graph, generator=generator, device=model.device)
+    from ebmgraph.learning.algorithms import CD
+
+    Trainer(top, CD(1), config, generator=generator).fit(
+        {below: representation, "y": data.train_y(model.dtype)}, callback=callback, progress=progress
+    )
+    with torch.no_grad():
+        model.weights[model.edge_key(below, names[-1])].copy_(top.weight(below, names[-1]))
+        model.weights[model.edge_key(names[-1], "y")].copy_(top.weight(names[-1], "y"))
+        model.biases[names[-1]].copy_(top.biases[names[-1]])
+        model.biases["y"].copy_(top.biases["y"])
+    return DeepBeliefNet(model, top)
+
+
+def _finetuned(model: DeepRelationalModel, data: ClassificationData, protocol: Protocol, generator) -> FeedForward:
+    network = unroll(model, _chain(model))
+    finetune(
+        network,
+        data.train_x,
+        data.train_labels,
+        epochs=protocol.finetune_epochs,
+        batch_size=protocol.batch_size,
+        learning_rate=protocol.finetune_learning_rate,
+        generator=generator,
+    )
+    return network
+
+
+def run_family(
+    family: str,
+    data: ClassificationData,
+    protocol: Protocol,
+    *,
+    generator: torch.Generator,
+    progress: bool = False,
+    trained: dict | None = None,
+) -> FamilyResult:
+    """Train one family under ``protocol`` and measure its validation (and test) error.
+
+    ``trained`` caches generative models between families, so ``fine-drm`` reuses
+    the model that ``drm`` trained (pass the same dict to both calls).
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; choose from {list(FAMILIES)}")
+    trained = {} if trained is None else trained
+    base = family.removeprefix("fine-")
+    start = time.perf_counter()
+
+    if family == "dnn":
+        sizes = [data.train_x.shape[1], *protocol.hidden, data.n_classes]
+        network = FeedForward(sizes, generator=generator, device=data.train_x.device)
+        finetune(network, data.train_x, data.train_labels, epochs=protocol.finetune_epochs, batch_size=protocol.batch_size,
+                 learning_rate=protocol.finetune_learning_rate, generator=generator)
+        classify: Callable = lambda x: network(x).argmax(dim=1)
+        model = network
+    else:
+        if base not in trained:
+            trainers = {"drm": train_drm, "dbm": train_dbm, "dbn": train_dbn}
+            trained[base] = trainers[base](data, protocol, generator, progress=progress)
+        generative = trained[base]
+        chain_model = generative.model if isinstance(generative, DeepBeliefNet) else generative
+        if family.startswith("fine-"):
+            network = _finetuned(chain_model, data, protocol, generator)
+            classify = lambda x: network(x).argmax(dim=1)
+            model = network
+        elif isinstance(generative, DeepBeliefNet):
+            classify = lambda x: generative.label_probabilities(x).argmax(dim=1)
+            model = generative
+        else:
+            classify = lambda x: generative.classify(x, protocol.mean_field_steps)
+            model = generative
+
+    validation_error = _error(classify, data.validation_x, data.validation_labels)
+    test_error = None if data.test_x is None else _error(classify, data.test_x, data.test_labels)
+    seconds = time.perf_counter() - start
+    logger.info("%s: validation error %.4f, test error %s, %.0f s", family, validation_error, test_error, seconds)
+    return FamilyResult(family, validation_error, test_error, seconds, model=model)
+
+
+def _error(classify: Callable, x: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+    wrong = 0
+    with torch.no_grad():
+        for start in range(0, x.shape[0], batch_size):
+            wrong += int((classify(x[start : start + batch_size]) != labels[start : start + batch_size]).sum())
+    return wrong / max(x.shape[0], 1)

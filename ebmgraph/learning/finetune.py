@@ -1,0 +1,114 @@
+"""Fine-tuning: unroll a trained model into a feed-forward network and train it by back-propagation."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ebmgraph.learning.trainer import iterate_batches
+from ebmgraph.model import EnergyModel
+
+__all__ = ["FeedForward", "unroll", "finetune", "classification_error"]
+
+logger = logging.getLogger(__name__)
+
+
+class FeedForward(nn.Module):
+    """A sigmoid network ``x -> h1 -> ... -> output`` whose last layer returns logits.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Widths from the input to the output, e.g. ``(784, 400, 400, 10)``.
+    generator : torch.Generator, optional
+        Source of the initial weights (normal, std 0.01; biases zero).
+    """
+
+    def __init__(self, sizes: Sequence[int], *, generator: torch.Generator | None = None, dtype=torch.float32, device=None):
+        super().__init__()
+        sizes = list(sizes)
+        if len(sizes) < 2:
+            raise ValueError(f"a feed-forward network needs at least an input and an output size, got {sizes}")
+        self.layers = nn.ModuleList(nn.Linear(a, b, dtype=dtype, device=device) for a, b in zip(sizes[:-1], sizes[1:]))
+        with torch.no_grad():
+            for layer in self.layers:
+                layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator, dtype=dtype) * 0.01)
+                layer.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of shape ``(batch, output size)`` for inputs ``(batch, input size)``."""
+        for layer in self.layers[:-1]:
+            x = torch.sigmoid(layer(x))
+        return self.layers[-1](x)
+
+
+def unroll(model: EnergyModel, path: Sequence[str], *, output_size: int | None = None, generator=None) -> FeedForward:
+    """A :class:`FeedForward` network along ``path`` with the model's weights and biases.
+
+    Layer ``path[k+1]`` computes ``sigmoid(b + h_k W)`` from ``path[k]`` alone (the
+    top-down input a layer gets in the energy model is dropped, as in DBN
+    fine-tuning). With ``output_size`` a new, randomly initialised output layer
+    is added after the last layer of ``path`` (for models without a label layer).
+    """
+    path = list(path)
+    for a, b in zip(path[:-1], path[1:]):
+        model.weight(a, b)
+    sizes = [model.graph[name].size for name in path] + ([output_size] if output_size else [])
+    network = FeedForward(sizes, generator=generator, dtype=model.dtype, device=model.device)
+    with torch.no_grad():
+        for layer, (a, b) in zip(network.layers, zip(path[:-1], path[1:])):
+            layer.weight.copy_(model.weight(a, b).T)
+            layer.bias.copy_(model.biases[b])
+    return network
+
+
+def classification_error(network: nn.Module, x: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 1000) -> float:
+    """Fraction of rows whose argmax output differs from ``labels`` (int64, shape ``(n,)``)."""
+    wrong = 0
+    with torch.no_grad():
+        for start in range(0, x.shape[0], batch_size):
+            predicted = network(x[start : start + batch_size]).argmax(dim=1)
+            wrong += int((predicted != labels[start : start + batch_size]).sum())
+    return wrong / max(x.shape[0], 1)
+
+
+def finetune(
+    network: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    epochs: int = 10,
+    batch_size: int = 20,
+    learning_rate: float = 0.1,
+    momentum: float = 0.0,
+    generator: torch.Generator | None = None,
+    callback=None,
+) -> list[dict]:
+    """Train ``network`` with cross-entropy and SGD; return one record per epoch.
+
+    ``labels`` are class indices, int64 of shape ``(n,)``. ``callback(epoch, record)``
+    runs after each epoch and may add figures to the record.
+    """
+    if x.shape[0] == 0:
+        raise ValueError("the fine-tuning data is empty")
+    if labels.shape != (x.shape[0],):
+        raise ValueError(f"labels must have shape ({x.shape[0]},) to match x, got {tuple(labels.shape)}")
+    optimizer = torch.optim.SGD(network.parameters(), lr=learning_rate, momentum=momentum)
+    history = []
+    for epoch in range(1, epochs + 1):
+        total = 0.0
+        for index in iterate_batches(x.shape[0], batch_size, shuffle=True, generator=generator, device=x.device):
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(network(x[index]), labels[index])
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(index)
+        record = {"epoch": epoch, "loss": total / x.shape[0]}
+        if callback is not None:
+            callback(epoch, record)
+        logger.info("fine-tuning epoch %d: loss %.5f", epoch, record["loss"])
+        history.append(record)
+    return history

@@ -1,0 +1,107 @@
+import os
+import pickle
+
+import pytest
+import torch
+
+from ebmgraph import DeepRelationalModel, EnergyModel, Gaussian, Graph, drm
+from ebmgraph.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+
+def trained_like_drm():
+    return drm(x=(4, 4), hidden=(5, 3), y=2, y_units="softmax", init_std=0.5, generator=torch.Generator().manual_seed(0))
+
+
+def test_round_trip_gives_identical_outputs(tmp_path):
+    model = trained_like_drm()
+    path = save_checkpoint(tmp_path / "model.pt", model, metadata={"seed": 0})
+    x = torch.rand(6, 16, generator=torch.Generator().manual_seed(1))
+
+    loaded, training, metadata = load_checkpoint(path)
+
+    assert isinstance(loaded, DeepRelationalModel)
+    assert loaded.graph.to_dict() == model.graph.to_dict()
+    assert torch.equal(loaded.predict(x), model.predict(x))
+    assert metadata == {"seed": 0}
+    assert training == {}
+
+
+def test_round_trip_keeps_dtype_and_unit_parameters(tmp_path):
+    graph = Graph()
+    graph.add_layer("v", 3, Gaussian(std=(1.0, 0.5, 2.0)), visible=True)
+    graph.add_layer("h", 2, "spin")
+    graph.add_edge("v", "h")
+    model = EnergyModel(graph, dtype=torch.float64, init_std=1.0, generator=torch.Generator().manual_seed(2))
+    v = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+
+    loaded, _, _ = load_checkpoint(save_checkpoint(tmp_path / "gb.pt", model))
+
+    assert loaded.dtype == torch.float64
+    assert loaded.graph["v"].units == Gaussian(std=(1.0, 0.5, 2.0))
+    assert torch.equal(loaded.free_energy({"v": v}), model.free_energy({"v": v}))
+
+
+def test_training_state_round_trip(tmp_path):
+    model = trained_like_drm()
+    training = {"epoch": 3, "chains": {"x": torch.ones(2, 16)}, "generator": torch.Generator().manual_seed(4).get_state()}
+
+    _, loaded, _ = load_checkpoint(save_checkpoint(tmp_path / "t.pt", model, training=training))
+
+    assert loaded["epoch"] == 3
+    assert torch.equal(loaded["chains"]["x"], torch.ones(2, 16))
+    assert torch.equal(loaded["generator"], training["generator"])
+
+
+class RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_file_is_rejected_and_runs_nothing(tmp_path):
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "ebmgraph-checkpoint", "payload": RunsCode(marker)}, path)
+
+    with pytest.raises(CheckpointError, match="evil.pt holds objects other than plain data"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_truncated_file_is_rejected(tmp_path):
+    path = save_checkpoint(tmp_path / "model.pt", trained_like_drm())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+    with pytest.raises(CheckpointError, match="model.pt is truncated or corrupted"):
+        load_checkpoint(path)
+
+
+def test_foreign_file_is_rejected(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save({"weight": torch.zeros(2)}, path)
+    with pytest.raises(CheckpointError, match="not an ebmgraph checkpoint"):
+        load_checkpoint(path)
+
+
+def test_missing_file_is_reported(tmp_path):
+    with pytest.raises(FileNotFoundError, match="absent.pt not found"):
+        load_checkpoint(tmp_path / "absent.pt")
+
+
+def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = save_checkpoint(tmp_path / "model.pt", trained_like_drm())
+    before = path.read_bytes()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, drm(x=16, hidden=(5, 3), y=2))
+
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+    load_checkpoint(path)

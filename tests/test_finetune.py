@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from ebmgraph import dbm, drm
+from ebmgraph.learning.finetune import FeedForward, classification_error, finetune, unroll
+
+
+def test_unrolled_network_computes_bottom_up_pass():
+    model = drm(6, (5, 4), 3, init_std=1.0, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with torch.no_grad():
+        for bias in model.biases.values():
+            bias.normal_(generator=torch.Generator().manual_seed(1))
+    x = torch.rand(7, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+
+    logits = unroll(model, ["x", "h1", "h2", "y"])(x)
+
+    h1 = torch.sigmoid(model.biases["h1"] + x @ model.weight("x", "h1"))
+    h2 = torch.sigmoid(model.biases["h2"] + h1 @ model.weight("h1", "h2"))
+    torch.testing.assert_close(logits, model.biases["y"] + h2 @ model.weight("h2", "y"), rtol=0, atol=1e-12)
+
+
+def test_unroll_adds_output_layer():
+    model = dbm([6, 5, 4], dtype=torch.float64)
+    network = unroll(model, ["v", "h1", "h2"], output_size=3, generator=torch.Generator().manual_seed(3))
+    assert [layer.out_features for layer in network.layers] == [5, 4, 3]
+
+
+def test_unroll_rejects_path_off_the_graph():
+    with pytest.raises(KeyError, match="no edge between layers 'x' and 'h2'"):
+        unroll(drm(6, (5, 4), 3), ["x", "h2", "y"])
+
+
+def test_finetune_lowers_training_error():
+    generator = torch.Generator().manual_seed(4)
+    x = torch.rand(200, 6, generator=generator)
+    labels = (x[:, 0] + x[:, 1] > x[:, 2] + x[:, 3]).long()
+    network = FeedForward([6, 8, 2], generator=generator)
+    before = classification_error(network, x, labels)
+
+    history = finetune(network, x, labels, epochs=60, batch_size=20, learning_rate=0.5, generator=generator)
+
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert classification_error(network, x, labels) < min(before, 0.15)
+
+
+def test_finetune_rejects_mismatched_labels():
+    with pytest.raises(ValueError, match="labels must have shape \\(4,\\)"):
+        finetune(FeedForward([3, 2]), torch.zeros(4, 3), torch.zeros(5, dtype=torch.long))
