@@ -48,6 +48,9 @@ class PersistentChains:
             raise ValueError(f"n_chains must be a positive int, got {n_chains!r}")
         model = schedule.model
         state = dict(model.check_state(clamped_state or {}, required=schedule.clamped))
+        extra = [name for name in state if name not in schedule.clamped]
+        if extra:
+            raise ValueError(f"clamped_state gives layer {extra[0]!r}, which is free in {schedule}; pass only clamped layers")
         for name in schedule.free:
             layer = model.graph[name]
             bias_input = model.biases[name].detach().expand(n_chains, layer.size)
@@ -76,7 +79,8 @@ class PersistentChains:
 
     def load_state_dict(self, saved: Mapping) -> None:
         """Restore a state saved by :meth:`state_dict`."""
-        self.state = self.schedule.model.check_state(saved["state"], required=self.schedule.model.graph.layer_names)
+        state = self.schedule.model.check_state(saved["state"], required=self.schedule.model.graph.layer_names)
+        self.state = {name: tensor.clone() for name, tensor in state.items()}
         self.n_sweeps = int(saved["n_sweeps"])
 
     def __repr__(self) -> str:

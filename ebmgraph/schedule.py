@@ -258,15 +258,28 @@ class Schedule:
         return means
 
     def _bottom_up_pass(self, state: State) -> None:
+        """Set missing layers outwards, level by level of distance from the layers with values.
+
+        A layer reads only layers of smaller distance (or with given values), so
+        the pass does not depend on the order within a level.
+        """
         graph = self.model.graph
-        reached = [name for name in graph.layer_names if name in state]
-        order = [name for name in _breadth_first(graph.nx, reached) if name not in state]
-        for name in order:
-            present = [m for m in graph.neighbours(name) if m in state]
-            total = self.model.biases[name]
-            for m in present:
-                total = total + graph[m].units.statistic(state[m]) @ self.model.weight(m, name)
-            state[name] = graph[name].units.mean(total.expand(_batch_of(state)[0], -1))
+        batch = _batch_of(state)[0]
+        sources = [name for name in graph.layer_names if name in state]
+        distance = nx.multi_source_dijkstra_path_length(graph.nx, sources)
+        levels: dict[int, list[str]] = {}
+        for name in graph.layer_names:
+            if name not in state and name in distance:
+                levels.setdefault(distance[name], []).append(name)
+        for level in sorted(levels):
+            updates = {}
+            for name in levels[level]:
+                total = self.model.biases[name]
+                for m in graph.neighbours(name):
+                    if m in state:
+                        total = total + graph[m].units.statistic(state[m]) @ self.model.weight(m, name)
+                updates[name] = graph[name].units.mean(total.expand(batch, -1))
+            state.update(updates)
 
     # Shared checks --------------------------------------------------------------
 
@@ -392,11 +405,6 @@ def _colour(graph, clamped: tuple[str, ...], free: tuple[str, ...]) -> tuple[tup
     for name in sorted(free, key=key):
         groups.setdefault(colours[name], []).append(name)
     return tuple(tuple(sorted(group, key=order.get)) for group in groups.values())
-
-
-def _breadth_first(graph: nx.Graph, sources: list[str]) -> list[str]:
-    distance = nx.multi_source_dijkstra_path_length(graph, sources) if sources else {}
-    return sorted(distance, key=lambda name: distance[name])
 
 
 def _batch_of(state: State) -> tuple[int, torch.Tensor]:
