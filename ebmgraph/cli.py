@@ -17,10 +17,11 @@ import torch
 
 from ebmgraph import datasets
 from ebmgraph.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from ebmgraph.experiments import FAMILIES, ClassificationData, Protocol, mean_field_error, run_family
+from ebmgraph.experiments import FAMILIES, ClassificationData, DeepBeliefNet, Protocol, mean_field_error, run_family
 from ebmgraph.images import save_image_grid
 from ebmgraph.learning.finetune import FeedForward, classification_error
 from ebmgraph.learning.trainer import DivergenceError
+from ebmgraph.presets import DeepRelationalModel
 
 logger = logging.getLogger("ebmgraph")
 
@@ -40,7 +41,8 @@ def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pretrain-epochs", type=int, default=50, help="epochs of each pretraining RBM; 0 skips pretraining (default: 50)")
     group.add_argument("--finetune-epochs", type=int, default=10, help="epochs of back-propagation fine-tuning (default: 10)")
     group.add_argument("--batch-size", type=int, default=20, help="rows per mini-batch (default: 20)")
-    group.add_argument("--lr", type=float, default=0.1, help="learning rate of every stage (default: 0.1)")
+    group.add_argument("--lr", type=float, default=0.1, help="learning rate of pretraining and generative training (default: 0.1)")
+    group.add_argument("--finetune-lr", type=float, default=0.1, help="learning rate of back-propagation (default: 0.1)")
     group.add_argument("--momentum", type=float, default=0.0, help="momentum (default: 0)")
     group.add_argument("--weight-decay", type=float, default=0.0, help="L2 penalty on weights (default: 0)")
     group.add_argument("--steps", type=int, default=10, help="mean-field sweeps T in training and read-out (default: 10)")
@@ -116,7 +118,7 @@ def protocol_from(args) -> Protocol:
         learning_rate=args.lr,
         momentum=args.momentum,
         weight_decay=args.weight_decay,
-        finetune_learning_rate=args.lr,
+        finetune_learning_rate=args.finetune_lr,
         mean_field_steps=args.steps,
         y_units=args.y_units,
     )
@@ -131,7 +133,7 @@ def command_train(args) -> None:
 
     result = run_family(args.family, data, protocol, generator=generator, progress=not args.quiet, trained=trained)
     generative = trained[args.family]
-    model = generative.model if hasattr(generative, "model") and not isinstance(generative, torch.nn.Module) else generative
+    model = generative.model if isinstance(generative, DeepBeliefNet) else generative
     records = [result.summary()]
     training = {"hidden_means": _hidden_means(model, data, protocol.mean_field_steps)}
     if args.finetune_epochs:
@@ -153,7 +155,7 @@ def command_train(args) -> None:
 
 def _hidden_means(model, data: ClassificationData, steps: int) -> dict:
     """Mean over the training data of each hidden layer's mean field with x and y clamped."""
-    if not hasattr(model, "hidden_names"):
+    if not isinstance(model, DeepRelationalModel):
         return {}
     with torch.no_grad():
         state = model.schedule(("x", "y")).mean_field({"x": data.train_x, "y": data.train_y(model.dtype)}, steps)
@@ -162,30 +164,39 @@ def _hidden_means(model, data: ClassificationData, steps: int) -> dict:
 
 def command_evaluate(args) -> None:
     model, training, metadata = load_checkpoint(args.checkpoint, map_location=args.device)
-    generator = torch.Generator().manual_seed(0)
     test = datasets.mnist(args.data, split="test", download=not args.no_download, device=args.device)
-    del generator
     if args.readout == "finetuned":
         if "finetuned" not in training:
             raise ValueError(f"checkpoint {args.checkpoint} holds no fine-tuned network; train with --finetune-epochs > 0")
-        network = FeedForward(training["finetuned"]["sizes"], dtype=model.dtype, device=args.device)
-        network.load_state_dict(training["finetuned"]["state"])
-        error = classification_error(network, test.images, test.labels)
+        error = classification_error(_finetuned_network(training, model, args.device), test.images, test.labels)
     else:
         steps = args.steps or metadata.get("protocol", {}).get("mean_field_steps", 10)
         error = mean_field_error(model, test.images.to(model.dtype), test.labels, steps=steps)
     print(f"{args.checkpoint}: test error {error:.2%} ({args.readout} read-out, {len(test)} test images)")
 
 
+def _finetuned_network(training: dict, model, device) -> FeedForward:
+    network = FeedForward(training["finetuned"]["sizes"], dtype=model.dtype, device=device)
+    network.load_state_dict(training["finetuned"]["state"])
+    return network
+
+
 def command_generate(args) -> None:
     model, training, metadata = load_checkpoint(args.checkpoint, map_location=args.device)
-    if not hasattr(model, "generate"):
+    if not isinstance(model, DeepRelationalModel):
         raise ValueError(f"checkpoint {args.checkpoint} holds a {type(model).__name__}, which cannot generate from labels")
     steps = args.steps or metadata.get("protocol", {}).get("mean_field_steps", 10)
     with torch.no_grad():
         generated = model.generate(torch.arange(model.n_classes, device=args.device), steps, hidden_means=training.get("hidden_means"))
     train = datasets.mnist(args.data, split="train", download=not args.no_download, device=args.device)
     means = torch.stack([train.images[train.labels == k].mean(dim=0) for k in range(model.n_classes)])
+
+    if "finetuned" in training:
+        network = _finetuned_network(training, model, args.device)
+        with torch.no_grad():
+            recognised = network(generated).argmax(dim=1).tolist()
+        hits = sum(int(label == digit) for digit, label in enumerate(recognised))
+        print(f"the fine-tuned network labels {hits} of {model.n_classes} generated images as their label: {recognised}")
 
     args.output.mkdir(parents=True, exist_ok=True)
     side = int(round(generated.shape[1] ** 0.5))

@@ -6,7 +6,7 @@ data, and differs only in how its weights are learned:
 =============  ============================================================================
 family         training
 =============  ============================================================================
-``dnn``        random initialisation, back-propagation only (``finetune_epochs``)
+``dnn``        random initialisation, back-propagation only (``epochs``)
 ``dbn``        bottom-up RBMs ``x -> h1 -> ...``; the top RBM joins ``h(L-1)`` and ``y`` to
                ``hL``; classified by the exact ``p(y | h(L-1))`` of the top RBM
 ``dbm``        bottom-up RBM pretraining, then the DBM recipe (mean-field data term with x
@@ -24,20 +24,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
 
 from ebmgraph.graph import Graph
-from ebmgraph.learning.algorithms import MeanFieldCD, MeanFieldPCD
-from ebmgraph.learning.finetune import FeedForward, classification_error, finetune, unroll
+from ebmgraph.learning.algorithms import CD, MeanFieldCD, MeanFieldPCD
+from ebmgraph.learning.finetune import FeedForward, finetune, unroll
 from ebmgraph.learning.pretrain import bottom_up_order, greedy_pretrain, outside_in_order
 from ebmgraph.learning.trainer import Trainer, TrainingConfig
 from ebmgraph.model import EnergyModel
 from ebmgraph.presets import DeepRelationalModel, drm
 
-__all__ = ["Protocol", "ClassificationData", "FAMILIES", "run_family", "mean_field_error"]
+__all__ = ["Protocol", "ClassificationData", "DeepBeliefNet", "FAMILIES", "FamilyResult", "run_family", "mean_field_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -143,18 +143,31 @@ def _label_model(data: ClassificationData, protocol: Protocol, generator) -> Dee
     )
 
 
-def train_drm(data: ClassificationData, protocol: Protocol, generator, *, progress=False, callback=None) -> DeepRelationalModel:
-    """Outside-in pretraining, then the DRM recipe, on ``data``'s training split."""
+def _validation_callback(data: ClassificationData, steps: int):
+    """Add the mean-field validation error to each epoch's record."""
+
+    def callback(trainer: Trainer, record: dict) -> None:
+        record["validation_error"] = mean_field_error(trainer.model, data.validation_x, data.validation_labels, steps=steps)
+        logger.info("epoch %d: validation error %.4f", record["epoch"], record["validation_error"])
+
+    return callback
+
+
+def train_drm(data: ClassificationData, protocol: Protocol, generator, *, progress=False) -> DeepRelationalModel:
+    """Outside-in pretraining, then the DRM recipe, on ``data``'s training split.
+
+    The per-epoch records are in ``model.training_history``.
+    """
     model = _label_model(data, protocol, generator)
     batch = {"x": data.train_x, "y": data.train_y(model.dtype)}
     if protocol.pretrain_epochs:
         greedy_pretrain(model, batch, outside_in_order(model), protocol.config(protocol.pretrain_epochs), generator=generator, progress=progress)
     trainer = Trainer(model, MeanFieldCD(protocol.mean_field_steps), protocol.config(protocol.epochs), generator=generator)
-    trainer.fit(batch, callback=callback, progress=progress)
+    model.training_history = trainer.fit(batch, callback=_validation_callback(data, protocol.mean_field_steps), progress=progress)
     return model
 
 
-def train_dbm(data: ClassificationData, protocol: Protocol, generator, *, progress=False, callback=None) -> DeepRelationalModel:
+def train_dbm(data: ClassificationData, protocol: Protocol, generator, *, progress=False) -> DeepRelationalModel:
     """Bottom-up pretraining, then mean field with persistent chains, with y on top of hL."""
     model = _label_model(data, protocol, generator)
     batch = {"x": data.train_x, "y": data.train_y(model.dtype)}
@@ -163,7 +176,7 @@ def train_dbm(data: ClassificationData, protocol: Protocol, generator, *, progre
         greedy_pretrain(model, batch, order, protocol.config(protocol.pretrain_epochs), generator=generator, progress=progress)
     estimator = MeanFieldPCD(1, n_chains=100, mean_field_steps=protocol.mean_field_steps)
     trainer = Trainer(model, estimator, protocol.config(protocol.epochs), generator=generator)
-    trainer.fit(batch, callback=callback, progress=progress)
+    model.training_history = trainer.fit(batch, callback=_validation_callback(data, protocol.mean_field_steps), progress=progress)
     return model
 
 
@@ -195,7 +208,7 @@ class DeepBeliefNet:
         return torch.softmax(-free, dim=1)
 
 
-def train_dbn(data: ClassificationData, protocol: Protocol, generator, *, progress=False, callback=None) -> DeepBeliefNet:
+def train_dbn(data: ClassificationData, protocol: Protocol, generator, *, progress=False) -> DeepBeliefNet:
     """Greedy bottom-up RBMs; the last joins the label layer and the top hidden layer."""
     model = _label_model(data, protocol, generator)
     names = model.hidden_names
@@ -216,10 +229,8 @@ def train_dbn(data: ClassificationData, protocol: Protocol, generator, *, progre
     graph.add_edge(below, names[-1])
     graph.add_edge("y", names[-1])
     top = EnergyModel(graph, generator=generator, device=model.device)
-    from ebmgraph.learning.algorithms import CD
-
     Trainer(top, CD(1), config, generator=generator).fit(
-        {below: representation, "y": data.train_y(model.dtype)}, callback=callback, progress=progress
+        {below: representation, "y": data.train_y(model.dtype)}, progress=progress
     )
     with torch.no_grad():
         model.weights[model.edge_key(below, names[-1])].copy_(top.weight(below, names[-1]))
@@ -266,7 +277,8 @@ def run_family(
     if family == "dnn":
         sizes = [data.train_x.shape[1], *protocol.hidden, data.n_classes]
         network = FeedForward(sizes, generator=generator, device=data.train_x.device)
-        finetune(network, data.train_x, data.train_labels, epochs=protocol.finetune_epochs, batch_size=protocol.batch_size,
+        # Back-propagation gets the epochs of generative training, since it replaces that stage.
+        finetune(network, data.train_x, data.train_labels, epochs=protocol.epochs, batch_size=protocol.batch_size,
                  learning_rate=protocol.finetune_learning_rate, generator=generator)
         classify: Callable = lambda x: network(x).argmax(dim=1)
         model = network
@@ -291,7 +303,8 @@ def run_family(
     test_error = None if data.test_x is None else _error(classify, data.test_x, data.test_labels)
     seconds = time.perf_counter() - start
     logger.info("%s: validation error %.4f, test error %s, %.0f s", family, validation_error, test_error, seconds)
-    return FamilyResult(family, validation_error, test_error, seconds, model=model)
+    history = list(getattr(model, "training_history", []))
+    return FamilyResult(family, validation_error, test_error, seconds, history=history, model=model)
 
 
 def _error(classify: Callable, x: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:

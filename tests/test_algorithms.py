@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ebmgraph import drm, rbm
-from ebmgraph.estimators import enumerate_states, log_marginal, log_partition
+from ebmgraph.estimators import log_marginal
 from ebmgraph.learning import CD, PCD, MeanFieldCD, MeanFieldPCD, Trainer, TrainingConfig, make_estimator, sufficient_statistics
 from helpers import SMALL_GRAPHS, random_model, reference_rbm
 from oracles import JointTable

@@ -836,3 +836,18 @@ def test_mean_field_rejects_init_wrong_width():
     x = binary_data(model, clamped, 4)
     with pytest.raises(ValueError, match="'h2'"):
         model.schedule(clamped).mean_field({clamped: x}, 0, init={"h2": torch.full((5,), 0.5, dtype=DTYPE)})
+
+
+@pytest.mark.cuda
+def test_schedules_run_on_cuda():
+    model = drm(x=12, hidden=(8, 6), y=3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = torch.bernoulli(torch.full((5, 12), 0.5), generator=torch.Generator().manual_seed(1)).double()
+    on_cpu = model.schedule(("x",)).mean_field({"x": x}, 10)
+
+    model = model.to("cuda")
+    on_gpu = model.schedule(("x",)).mean_field({"x": x.cuda()}, 10)
+    samples = model.schedule().gibbs({name: tensor.cuda() for name, tensor in on_cpu.items()}, 3, generator=torch.Generator("cuda").manual_seed(2))
+
+    for name, tensor in on_cpu.items():
+        torch.testing.assert_close(on_gpu[name].cpu(), tensor)
+    assert all(tensor.device.type == "cuda" for tensor in samples.values())

@@ -24,7 +24,8 @@ class FeedForward(nn.Module):
     sizes : sequence of int
         Widths from the input to the output, e.g. ``(784, 400, 400, 10)``.
     generator : torch.Generator, optional
-        Source of the initial weights (normal, std 0.01; biases zero).
+        Source of the initial weights: uniform in ``[-1/sqrt(n_in), 1/sqrt(n_in)]``
+        (the range of ``torch.nn.Linear``'s default), biases zero.
     """
 
     def __init__(self, sizes: Sequence[int], *, generator: torch.Generator | None = None, dtype=torch.float32, device=None):
@@ -35,7 +36,9 @@ class FeedForward(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(a, b, dtype=dtype, device=device) for a, b in zip(sizes[:-1], sizes[1:]))
         with torch.no_grad():
             for layer in self.layers:
-                layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator, dtype=dtype) * 0.01)
+                bound = layer.in_features**-0.5
+                uniform = torch.rand(layer.weight.shape, generator=generator, dtype=dtype)
+                layer.weight.copy_((2 * uniform - 1) * bound)
                 layer.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

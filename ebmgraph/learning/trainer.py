@@ -185,6 +185,8 @@ class Trainer:
             if callback is not None:
                 callback(self, record)
             self.history.append(record)
+            if progress:
+                epochs.set_postfix({k: f"{v:.4g}" for k, v in record.items() if isinstance(v, float)})
             logger.info("epoch %d: %s", self.epoch, ", ".join(f"{k}={v:.6g}" for k, v in record.items() if isinstance(v, float)))
         return self.history
 
