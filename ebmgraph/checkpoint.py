@@ -94,7 +94,7 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     FileNotFoundError
         The file does not exist.
     CheckpointError
-        The file is truncated, corrupted, holds anything but plain data, or is not
+        The file is truncated, corrupted, contains anything but plain data, or is not
         an ebmgraph checkpoint; the message names the file.
     """
     path = Path(path)
@@ -103,7 +103,7 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        raise CheckpointError(f"checkpoint {path} holds objects other than plain data and was not loaded: {error}") from None
+        raise CheckpointError(f"checkpoint {path} contains objects other than plain data and was not loaded: {error}") from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         raise CheckpointError(f"checkpoint {path} is truncated or corrupted: {error}") from None
 

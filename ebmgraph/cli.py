@@ -46,6 +46,7 @@ def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--momentum", type=float, default=0.0, help="momentum (default: 0)")
     group.add_argument("--weight-decay", type=float, default=0.0, help="L2 penalty on weights (default: 0)")
     group.add_argument("--steps", type=int, default=10, help="mean-field sweeps T in training and read-out (default: 10)")
+    group.add_argument("--lr-schedule", choices=["constant", "linear"], default="constant", help="learning-rate schedule of generative training (default: constant, as in the DRM paper)")
     group.add_argument("--y-units", choices=["bernoulli", "softmax"], default="bernoulli", help="unit family of the label layer (default: bernoulli)")
 
 
@@ -121,6 +122,7 @@ def protocol_from(args) -> Protocol:
         finetune_learning_rate=args.finetune_lr,
         mean_field_steps=args.steps,
         y_units=args.y_units,
+        learning_rate_schedule=args.lr_schedule,
     )
 
 
@@ -167,7 +169,7 @@ def command_evaluate(args) -> None:
     test = datasets.mnist(args.data, split="test", download=not args.no_download, device=args.device)
     if args.readout == "finetuned":
         if "finetuned" not in training:
-            raise ValueError(f"checkpoint {args.checkpoint} holds no fine-tuned network; train with --finetune-epochs > 0")
+            raise ValueError(f"checkpoint {args.checkpoint} contains no fine-tuned network; train with --finetune-epochs > 0")
         error = classification_error(_finetuned_network(training, model, args.device), test.images, test.labels)
     else:
         steps = args.steps or metadata.get("protocol", {}).get("mean_field_steps", 10)
@@ -184,7 +186,7 @@ def _finetuned_network(training: dict, model, device) -> FeedForward:
 def command_generate(args) -> None:
     model, training, metadata = load_checkpoint(args.checkpoint, map_location=args.device)
     if not isinstance(model, DeepRelationalModel):
-        raise ValueError(f"checkpoint {args.checkpoint} holds a {type(model).__name__}, which cannot generate from labels")
+        raise ValueError(f"checkpoint {args.checkpoint} contains a {type(model).__name__}, which cannot generate from labels; pass a DRM checkpoint")
     steps = args.steps or metadata.get("protocol", {}).get("mean_field_steps", 10)
     with torch.no_grad():
         generated = model.generate(torch.arange(model.n_classes, device=args.device), steps, hidden_means=training.get("hidden_means"))

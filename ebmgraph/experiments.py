@@ -65,6 +65,9 @@ class Protocol:
         T, the mean-field sweeps of training and read-out.
     y_units : str
         Unit family of the label layer.
+    learning_rate_schedule : {"constant", "linear"}
+        Learning-rate schedule of the generative training (pretraining keeps a
+        constant rate).
     """
 
     hidden: tuple[int, ...] = (400, 400)
@@ -78,14 +81,16 @@ class Protocol:
     finetune_learning_rate: float = 0.1
     mean_field_steps: int = 10
     y_units: str = "bernoulli"
+    learning_rate_schedule: str = "constant"
 
-    def config(self, epochs: int) -> TrainingConfig:
+    def config(self, epochs: int, *, learning_rate_schedule: str = "constant") -> TrainingConfig:
         return TrainingConfig(
             epochs=epochs,
             batch_size=self.batch_size,
             learning_rate=self.learning_rate,
             momentum=self.momentum,
             weight_decay=self.weight_decay,
+            learning_rate_schedule=learning_rate_schedule,
         )
 
 
@@ -162,7 +167,8 @@ def train_drm(data: ClassificationData, protocol: Protocol, generator, *, progre
     batch = {"x": data.train_x, "y": data.train_y(model.dtype)}
     if protocol.pretrain_epochs:
         greedy_pretrain(model, batch, outside_in_order(model), protocol.config(protocol.pretrain_epochs), generator=generator, progress=progress)
-    trainer = Trainer(model, MeanFieldCD(protocol.mean_field_steps), protocol.config(protocol.epochs), generator=generator)
+    config = protocol.config(protocol.epochs, learning_rate_schedule=protocol.learning_rate_schedule)
+    trainer = Trainer(model, MeanFieldCD(protocol.mean_field_steps), config, generator=generator)
     model.training_history = trainer.fit(batch, callback=_validation_callback(data, protocol.mean_field_steps), progress=progress)
     return model
 
@@ -175,7 +181,7 @@ def train_dbm(data: ClassificationData, protocol: Protocol, generator, *, progre
         order = bottom_up_order(model, _chain(model)[:-1]) + [("y", model.hidden_names[-1])]
         greedy_pretrain(model, batch, order, protocol.config(protocol.pretrain_epochs), generator=generator, progress=progress)
     estimator = MeanFieldPCD(1, n_chains=100, mean_field_steps=protocol.mean_field_steps)
-    trainer = Trainer(model, estimator, protocol.config(protocol.epochs), generator=generator)
+    trainer = Trainer(model, estimator, protocol.config(protocol.epochs, learning_rate_schedule=protocol.learning_rate_schedule), generator=generator)
     model.training_history = trainer.fit(batch, callback=_validation_callback(data, protocol.mean_field_steps), progress=progress)
     return model
 

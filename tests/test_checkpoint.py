@@ -64,7 +64,7 @@ def test_malicious_file_is_rejected_and_runs_nothing(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": "ebmgraph-checkpoint", "payload": RunsCode(marker)}, path)
 
-    with pytest.raises(CheckpointError, match="evil.pt holds objects other than plain data"):
+    with pytest.raises(CheckpointError, match="evil.pt contains objects other than plain data"):
         load_checkpoint(path)
     assert not marker.exists()
 

@@ -158,3 +158,25 @@ def test_resumed_training_matches_uninterrupted():
     resumed = train_once(4, resume_after=2)
     for name, parameter in uninterrupted.named_parameters():
         assert torch.equal(parameter, dict(resumed.named_parameters())[name]), name
+
+
+def test_linear_schedule_lowers_rate_each_epoch():
+    config = TrainingConfig(epochs=4, learning_rate=0.2, learning_rate_schedule="linear")
+    assert [config.learning_rate_at(epoch) for epoch in range(4)] == pytest.approx([0.2, 0.15, 0.1, 0.05])
+    assert TrainingConfig(epochs=4, learning_rate=0.2).learning_rate_at(3) == 0.2
+
+
+def test_trainer_applies_schedule_to_optimizer():
+    model = reference_rbm()
+    config = TrainingConfig(epochs=2, batch_size=10, learning_rate=0.2, learning_rate_schedule="linear")
+    trainer = Trainer(model, CD(1), config, generator=torch.Generator().manual_seed(0))
+    rates = []
+
+    trainer.fit({"v": torch.ones(5, 3, dtype=torch.float64)}, callback=lambda t, r: rates.append(t.optimizer.param_groups[0]["lr"]))
+
+    assert rates == pytest.approx([0.2, 0.1])
+
+
+def test_config_rejects_unknown_schedule():
+    with pytest.raises(ValueError, match="learning_rate_schedule must be 'constant' or 'linear'"):
+        TrainingConfig(learning_rate_schedule="cosine")

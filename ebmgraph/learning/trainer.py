@@ -37,13 +37,18 @@ class TrainingConfig:
     ----------
     epochs : int
     batch_size : int
-        Rows per mini-batch; the last batch of an epoch holds the remainder.
+        Rows per mini-batch. The last batch of an epoch contains the remaining rows.
     learning_rate : float
     momentum : float
     weight_decay : float
         L2 penalty on weights.
     shuffle : bool
         Draw a new order of the rows every epoch (from the trainer's generator).
+    learning_rate_schedule : {"constant", "linear"}
+        ``"linear"`` lowers the learning rate after every epoch, linearly from
+        ``learning_rate`` in the first epoch to ``learning_rate / epochs`` in the
+        last. With a changing rate, torch's momentum differs from the guide's rule,
+        which scales only the new gradient by the current rate.
     """
 
     epochs: int = 1
@@ -52,6 +57,7 @@ class TrainingConfig:
     momentum: float = 0.0
     weight_decay: float = 0.0
     shuffle: bool = True
+    learning_rate_schedule: str = "constant"
 
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
@@ -64,6 +70,14 @@ class TrainingConfig:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
         if not (self.weight_decay >= 0.0 and math.isfinite(self.weight_decay)):
             raise ValueError(f"weight_decay must be a non-negative finite number, got {self.weight_decay!r}")
+        if self.learning_rate_schedule not in ("constant", "linear"):
+            raise ValueError(f"learning_rate_schedule must be 'constant' or 'linear', got {self.learning_rate_schedule!r}")
+
+    def learning_rate_at(self, epoch: int) -> float:
+        """Learning rate of the 0-based ``epoch``."""
+        if self.learning_rate_schedule == "constant":
+            return self.learning_rate
+        return self.learning_rate * (self.epochs - epoch) / self.epochs
 
 
 def iterate_batches(n_rows: int, batch_size: int, *, shuffle: bool, generator: torch.Generator | None, device=None):
@@ -191,6 +205,8 @@ class Trainer:
         return self.history
 
     def _run_epoch(self, data: State, n_rows: int) -> dict:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.learning_rate_at(self.epoch)
         batches = iterate_batches(
             n_rows, self.config.batch_size, shuffle=self.config.shuffle, generator=self.generator, device=self.model.device
         )
