@@ -12,6 +12,7 @@ previous checkpoint intact.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -53,13 +54,18 @@ def save_checkpoint(path: str | os.PathLike, model: EnergyModel, *, training: di
     kind = type(model).__name__
     if kind not in MODEL_CLASSES:
         raise TypeError(f"cannot checkpoint a {kind}; supported model classes are {sorted(MODEL_CLASSES)}")
+    parameters = {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()}
+    for name, tensor in parameters.items():
+        if not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"parameter {name} contains NaN or infinite values; not saving a diverged model")
     payload = {
         "format": FORMAT,
         "version": VERSION,
         "kind": kind,
         "graph": json.dumps(model.graph.to_dict()),
         "dtype": str(model.dtype).removeprefix("torch."),
-        "parameters": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
+        "parameters": parameters,
+        "checksum": _checksum(parameters),
         "training": training or {},
         "metadata": json.dumps(metadata or {}),
     }
@@ -104,15 +110,15 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         raise CheckpointError(f"checkpoint {path} contains objects other than plain data and was not loaded: {error}") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupted: {error}") from None
+    except Exception as error:  # noqa: BLE001 - any failure to parse untrusted bytes means a damaged file
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupted ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
 
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an ebmgraph checkpoint (no '{FORMAT}' format marker)")
     if payload.get("version") != VERSION:
         raise CheckpointError(f"checkpoint {path} has format version {payload.get('version')!r}; this ebmgraph reads version {VERSION}")
     kind = payload.get("kind")
-    if kind not in MODEL_CLASSES:
+    if not isinstance(kind, str) or kind not in MODEL_CLASSES:
         raise CheckpointError(f"checkpoint {path} names model class {kind!r}; expected one of {sorted(MODEL_CLASSES)}")
 
     try:
@@ -121,6 +127,20 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
         model = MODEL_CLASSES[kind](graph, init_std=0.0, dtype=dtype, device=map_location)
         model.load_state_dict(payload["parameters"])
         metadata = json.loads(payload["metadata"])
+        training = payload["training"]
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as error:
         raise CheckpointError(f"checkpoint {path} is inconsistent: {error}") from None
-    return model, payload["training"], metadata
+    if payload.get("checksum") != _checksum(payload["parameters"]):
+        raise CheckpointError(f"checkpoint {path} is corrupted: its parameters do not match the stored checksum")
+    if not isinstance(metadata, dict) or not isinstance(training, dict):
+        raise CheckpointError(f"checkpoint {path} is inconsistent: metadata and training state must be dicts")
+    return model, training, metadata
+
+
+def _checksum(parameters: dict) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(parameters):
+        tensor = parameters[name].detach().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()

@@ -89,6 +89,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_arguments(args) -> None:
+    """Reject invalid options before any work starts, so a long run cannot fail at its end."""
+    device = getattr(args, "device", "cpu")
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device} was requested but CUDA is not available on this machine")
+    for name in ("train_size", "validation_size", "batch_size", "steps"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    for name in ("epochs", "pretrain_epochs", "finetune_epochs"):
+        value = getattr(args, name, None)
+        if value is not None and value < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {value}")
+    for name in ("lr", "finetune_lr"):
+        value = getattr(args, name, None)
+        if value is not None and not (value > 0 and value < float("inf")):
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive finite number, got {value}")
+    output = getattr(args, "output", None)
+    if output is not None and output.exists() and not output.is_dir():
+        raise ValueError(f"--output {output} is a file; pass a folder")
+
+
 def load_data(args, device, generator: torch.Generator, *, with_test: bool = True) -> ClassificationData:
     """The protocol's random training subset, a disjoint validation subset, and the test set."""
     train = datasets.mnist(args.data, split="train", download=not args.no_download, device=device)
@@ -144,7 +170,7 @@ def command_train(args) -> None:
         training["finetuned"] = {"sizes": [layer.in_features for layer in fine.model.layers] + [fine.model.layers[-1].out_features],
                                  "state": fine.model.state_dict()}
 
-    metadata = {"command": " ".join(sys.argv), "seed": args.seed, "protocol": protocol.__dict__, "results": records,
+    metadata = {"command": " ".join(sys.argv), "family": args.family, "seed": args.seed, "protocol": protocol.__dict__, "results": records,
                 "wall_seconds": time.perf_counter() - start, "train_size": args.train_size, "validation_size": args.validation_size}
     args.output.mkdir(parents=True, exist_ok=True)
     checkpoint = save_checkpoint(args.output / f"{args.family}.pt", model, training=training, metadata=metadata)
@@ -172,6 +198,10 @@ def command_evaluate(args) -> None:
             raise ValueError(f"checkpoint {args.checkpoint} contains no fine-tuned network; train with --finetune-epochs > 0")
         error = classification_error(_finetuned_network(training, model, args.device), test.images, test.labels)
     else:
+        if not isinstance(model, DeepRelationalModel):
+            raise ValueError(f"checkpoint {args.checkpoint} contains a {type(model).__name__} without a label layer; mean-field read-out needs a DRM-shaped model")
+        if metadata.get("family") == "dbn":
+            raise ValueError(f"checkpoint {args.checkpoint} is a DBN, whose label read-out is its top RBM; use --readout finetuned")
         steps = args.steps or metadata.get("protocol", {}).get("mean_field_steps", 10)
         error = mean_field_error(model, test.images.to(model.dtype), test.labels, steps=steps)
     print(f"{args.checkpoint}: test error {error:.2%} ({args.readout} read-out, {len(test)} test images)")
@@ -202,6 +232,8 @@ def command_generate(args) -> None:
 
     args.output.mkdir(parents=True, exist_ok=True)
     side = int(round(generated.shape[1] ** 0.5))
+    if side * side != generated.shape[1]:
+        raise ValueError(f"layer 'x' has {generated.shape[1]} units, not a square image; generate from the Python API instead")
     generated_path = save_image_grid(args.output / "generated.png", generated.reshape(-1, side, side), columns=model.n_classes)
     means_path = save_image_grid(args.output / "label-means.png", means.reshape(-1, side, side), columns=model.n_classes)
     print(f"wrote {generated_path} and {means_path}")
@@ -234,8 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        check_arguments(args)
         COMMANDS[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, CheckpointError, DivergenceError) as error:
+    except (ValueError, TypeError, FileNotFoundError, CheckpointError, DivergenceError, RuntimeError) as error:
         print(f"ebmgraph {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

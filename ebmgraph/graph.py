@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -11,13 +12,20 @@ import networkx as nx
 
 from ebmgraph.units import UnitFamily, get_unit_family, make_unit_family
 
-__all__ = ["Layer", "Graph", "GraphError"]
+__all__ = ["Layer", "Graph", "GraphError", "UnknownLayerError"]
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class GraphError(ValueError):
     """An invalid graph declaration; the message names the layer or edge at fault."""
+
+
+class UnknownLayerError(GraphError, KeyError):
+    """A layer name that the graph does not declare (both a ``ValueError`` and a ``KeyError``)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 @dataclass(frozen=True)
@@ -48,24 +56,30 @@ class Layer:
         if not isinstance(name, str) or not _NAME_PATTERN.match(name):
             raise GraphError(f"layer name must be a Python identifier such as 'h1', got {name!r}")
         shape_tuple = _as_shape(name, shape)
+        if not isinstance(visible, bool):
+            raise GraphError(f"layer {name!r}: visible must be True or False, got {visible!r}")
         try:
             family = get_unit_family(units)
         except (ValueError, TypeError) as error:
             raise GraphError(f"layer {name!r}: {error}") from None
+        try:
+            family.check_size(math.prod(shape_tuple), layer=name)
+        except ValueError as error:
+            raise GraphError(str(error)) from None
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "shape", shape_tuple)
         object.__setattr__(self, "units", family)
-        object.__setattr__(self, "visible", bool(visible))
+        object.__setattr__(self, "visible", visible)
         object.__setattr__(self, "size", math.prod(shape_tuple))
 
 
 def _as_shape(name: str, shape) -> tuple[int, ...]:
-    dims = (shape,) if isinstance(shape, int) else tuple(shape) if isinstance(shape, (tuple, list)) else None
-    if dims is None or not dims or not all(isinstance(d, int) and not isinstance(d, bool) for d in dims):
+    dims = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape) if isinstance(shape, (tuple, list)) else None
+    if dims is None or not dims or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in dims):
         raise GraphError(f"layer {name!r}: size must be a positive int or a tuple of positive ints, got {shape!r}")
     if any(d < 1 for d in dims):
         raise GraphError(f"layer {name!r}: size must be at least 1 in every dimension, got {shape!r}")
-    return dims
+    return tuple(int(d) for d in dims)
 
 
 class Graph:
@@ -154,8 +168,8 @@ class Graph:
     def __getitem__(self, name: str) -> Layer:
         try:
             return self._layers[name]
-        except KeyError:
-            raise KeyError(f"unknown layer {name!r}; declared layers are {list(self._layers)}") from None
+        except (KeyError, TypeError):
+            raise UnknownLayerError(f"unknown layer {name!r}; declared layers are {list(self._layers)}") from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._layers
@@ -164,6 +178,10 @@ class Graph:
         """Layers joined to ``name``, in declaration order."""
         self[name]
         return tuple(other for other in self._layers if self.nx.has_edge(name, other))
+
+    def copy(self) -> "Graph":
+        """An independent graph with the same layers and edges."""
+        return Graph(self.layers, self.edges)
 
     def validate(self) -> None:
         """Check the graph as a whole; raise :class:`GraphError` naming the fault.

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
 
-from ebmgraph.graph import Graph
+from ebmgraph.graph import Graph, UnknownLayerError
 from ebmgraph.units import UnitFamily
 
 __all__ = ["EnergyModel", "Conditional", "State"]
@@ -45,7 +46,11 @@ class Conditional:
         return self.units.log_partition(self.input)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        """Log-probability (or density) of ``value``, shape ``(batch,)``."""
+        """Log-probability (or density) of ``value``, shape ``(batch,)``; ``value`` must be a valid state."""
+        if not isinstance(value, torch.Tensor) or value.shape != self.input.shape:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(f"log_prob expects a state of shape {tuple(self.input.shape)}, got {shape}")
+        self.units.check_support(value, layer="value", allow_means=False)
         linear = (self.units.statistic(value) * self.input).sum(dim=-1)
         return linear - self.units.self_energy(value) - self.log_partition()
 
@@ -102,10 +107,11 @@ class EnergyModel(nn.Module):
             raise TypeError(f"graph must be an ebmgraph.Graph, got {type(graph).__name__}")
         if not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
-        if not init_std >= 0:
-            raise ValueError(f"init_std must be non-negative, got {init_std}")
+        if not (init_std >= 0 and math.isfinite(init_std)):
+            raise ValueError(f"init_std must be a non-negative finite number, got {init_std}")
         graph.validate()
-        self.graph = graph
+        # A private copy, so later declarations on the caller's graph cannot desynchronise the parameters.
+        self.graph = graph.copy()
         self._schedules: dict = {}
 
         self.biases = nn.ParameterDict(
@@ -134,7 +140,9 @@ class EnergyModel(nn.Module):
             return self.weights[self.edge_key(a, b)]
         if self.edge_key(b, a) in self.weights:
             return self.weights[self.edge_key(b, a)].t()
-        raise KeyError(f"no edge between layers {a!r} and {b!r}")
+        self.graph[a]
+        self.graph[b]
+        raise UnknownLayerError(f"no edge between layers {a!r} and {b!r}; edges are {list(self.graph.edges)}")
 
     def bias(self, name: str) -> torch.Tensor:
         """Bias of layer ``name``, shape ``(size,)``."""
@@ -264,6 +272,8 @@ class EnergyModel(nn.Module):
             default every layer missing from ``state``.
         """
         names = self.graph.layer_names
+        if isinstance(summed_out, str):
+            summed_out = [summed_out]
         summed = [name for name in names if name not in state] if summed_out is None else list(summed_out)
         for name in summed:
             self.graph[name]

@@ -144,9 +144,13 @@ class DeepRelationalModel(EnergyModel):
         Returns
         -------
         Tensor, shape ``(batch, n_classes)``
+            Computed without autograd; run :meth:`Schedule.mean_field` directly to
+            differentiate through the read-out.
         """
+        _check_sweeps(steps)
         schedule = self.schedule(("x",))
-        return schedule.mean_field({"x": x}, steps, init=init, damping=damping)["y"]
+        with torch.no_grad():
+            return schedule.mean_field({"x": x}, steps, init=init, damping=damping)["y"]
 
     def classify(self, x: torch.Tensor, steps: int = 10) -> torch.Tensor:
         """Predicted class index, the argmax of :meth:`predict`, shape ``(batch,)``, dtype int64."""
@@ -185,12 +189,14 @@ class DeepRelationalModel(EnergyModel):
         -------
         Tensor, shape ``(batch, size of x)``
         """
+        _check_sweeps(steps)
         y = self._label_rows(y)
         schedule = self.schedule(("y",))
-        means = schedule.mean_field({"y": y}, steps, init=dict(hidden_means or {}))
-        if not sample:
-            return means["x"]
-        return self.conditional("x", {"h1": means["h1"]}).sample(generator)
+        with torch.no_grad():
+            means = schedule.mean_field({"y": y}, steps, init=dict(hidden_means or {}))
+            if not sample:
+                return means["x"]
+            return self.conditional("x", {"h1": means["h1"]}).sample(generator)
 
     def _label_rows(self, y: torch.Tensor) -> torch.Tensor:
         if not isinstance(y, torch.Tensor):
@@ -202,3 +208,8 @@ class DeepRelationalModel(EnergyModel):
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.n_classes):
             raise ValueError(f"class indices must lie in [0, {self.n_classes - 1}], got values from {int(y.min())} to {int(y.max())}")
         return torch.nn.functional.one_hot(y.long(), self.n_classes).to(dtype=self.dtype, device=self.device)
+
+
+def _check_sweeps(steps: int) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int (mean-field sweeps), got {steps!r}")

@@ -94,6 +94,9 @@ class UnitFamily(abc.ABC):
         """Energy term of the layer that depends on no parameter, shape ``(batch,)``."""
         return state.new_zeros(state.shape[0])
 
+    def check_size(self, size: int, *, layer: str) -> None:
+        """Raise ``ValueError`` naming ``layer`` if this family cannot have ``size`` units."""
+
     def enumerate_states(self, size: int, *, dtype: torch.dtype, device=None) -> torch.Tensor:
         """Every state of a layer of ``size`` units, shape ``(n_states, size)``.
 
@@ -278,6 +281,8 @@ class Gaussian(UnitFamily):
     is_discrete = False
 
     def __init__(self, std: float | Sequence[float] = 1.0):
+        if isinstance(std, (str, bytes)):
+            raise TypeError(f"Gaussian std must be a number or a sequence of numbers, got {std!r}")
         values = (float(std),) if isinstance(std, (int, float)) else tuple(float(s) for s in std)
         if not values or not all(math.isfinite(s) and s > 0 for s in values):
             raise ValueError(f"Gaussian std must be positive and finite, got {std!r}")
@@ -290,6 +295,10 @@ class Gaussian(UnitFamily):
         if std.shape[0] != like.shape[-1]:
             raise ValueError(f"Gaussian family has {std.shape[0]} standard deviations for a layer of {like.shape[-1]} units")
         return std**2
+
+    def check_size(self, size, *, layer):
+        if isinstance(self.std, tuple) and len(self.std) != size:
+            raise ValueError(f"layer {layer!r}: Gaussian family has {len(self.std)} standard deviations for {size} units")
 
     def statistic(self, state):
         if self.std == 1.0:
@@ -357,6 +366,14 @@ def register_unit_family(name: str, factory: Callable[[], UnitFamily], *, replac
         raise ValueError(f"unit family {name!r} is already registered; pass replace=True to override it")
     if not callable(factory):
         raise TypeError(f"unit family factory for {name!r} must be callable, got {type(factory).__name__}")
+    family = factory()
+    if not isinstance(family, UnitFamily):
+        raise TypeError(f"factory for unit family {name!r} returned {type(family).__name__}, not a UnitFamily")
+    if family.name != name:
+        raise ValueError(
+            f"unit family registered as {name!r} reports name {family.name!r}; set the class attribute "
+            f"name = {name!r} so saved declarations can be loaded again"
+        )
     _REGISTRY[name] = factory
 
 

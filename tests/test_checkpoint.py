@@ -104,3 +104,34 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
     load_checkpoint(path)
+
+
+def test_flipped_parameter_byte_is_detected(tmp_path):
+    model = trained_like_drm()
+    path = save_checkpoint(tmp_path / "model.pt", model)
+    data = bytearray(path.read_bytes())
+    # Weights are stored verbatim; change one byte of the first float32 of x-h1.
+    needle = model.weights["x-h1"].detach().numpy().tobytes()[:8]
+    at = bytes(data).find(needle)
+    assert at > 0
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+    with pytest.raises(CheckpointError, match="do not match the stored checksum"):
+        load_checkpoint(path)
+
+
+def test_text_file_is_rejected(tmp_path):
+    path = tmp_path / "notes.pt"
+    path.write_text("epoch 3, error 4 %\n")
+    with pytest.raises(CheckpointError, match="notes.pt is truncated or corrupted"):
+        load_checkpoint(path)
+
+
+def test_diverged_model_is_not_saved(tmp_path):
+    model = trained_like_drm()
+    with torch.no_grad():
+        model.weights["x-h1"][0, 0] = float("nan")
+    with pytest.raises(ValueError, match="weights.x-h1 contains NaN"):
+        save_checkpoint(tmp_path / "model.pt", model)
+    assert not (tmp_path / "model.pt").exists()

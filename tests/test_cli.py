@@ -70,3 +70,24 @@ def test_oversized_split_exits_with_status_2(tmp_path, capsys):
     args = ["train", "--data", str(MNIST_DIR), "--no-download", "--train-size", "59000", "--validation-size", "5000", "--output", str(tmp_path)]
     assert main(args) == 2
     assert "exceed the 60000 training images" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--device", "bogus"], "--device 'bogus' is not a torch device"),
+        (["--validation-size", "0"], "--validation-size must be at least 1"),
+        (["--finetune-lr", "nan"], "--finetune-lr must be a positive finite number"),
+        (["--epochs", "-1"], "--epochs must be 0 or more"),
+    ],
+)
+def test_invalid_options_fail_before_training(options, message, tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path), "--no-download", "--quiet", "--output", str(tmp_path), *options]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_output_file_is_rejected_before_training(tmp_path, capsys):
+    existing = tmp_path / "taken"
+    existing.write_text("")
+    assert main(["train", "--data", str(tmp_path), "--no-download", "--quiet", "--output", str(existing)]) == 2
+    assert "is a file; pass a folder" in capsys.readouterr().err

@@ -44,5 +44,30 @@ def test_finetune_lowers_training_error():
 
 
 def test_finetune_rejects_mismatched_labels():
-    with pytest.raises(ValueError, match="labels must have shape \\(4,\\)"):
+    with pytest.raises(ValueError, match="int64 class indices of shape \\(4,\\)"):
         finetune(FeedForward([3, 2]), torch.zeros(4, 3), torch.zeros(5, dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    "labels, options, message",
+    [
+        (torch.tensor([0, 1, 2, 5]), {}, "labels must lie in \\[0, 2\\]"),
+        (torch.tensor([0.0, 1.0, 2.0, 1.0]), {}, "int64 class indices"),
+        (torch.tensor([0, 1, 2, 1]), {"epochs": 0}, "epochs must be a positive int"),
+        (torch.tensor([0, 1, 2, 1]), {"learning_rate": float("nan")}, "learning_rate must be a positive finite"),
+    ],
+)
+def test_finetune_rejects_bad_arguments(labels, options, message):
+    with pytest.raises(ValueError, match=message):
+        finetune(FeedForward([3, 3]), torch.zeros(4, 3), labels, **options)
+
+
+def test_finetune_reports_divergence():
+    from ebmgraph.learning import DivergenceError
+
+    network = FeedForward([3, 4, 2])
+    with torch.no_grad():
+        network.layers[0].weight[0, 0] = float("inf")
+    x = torch.rand(8, 3, generator=torch.Generator().manual_seed(5))
+    with pytest.raises(DivergenceError, match="layers.0.weight became non-finite in epoch 1"):
+        finetune(network, x, torch.tensor([0, 1] * 4))

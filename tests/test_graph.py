@@ -125,3 +125,31 @@ def test_constructor_with_layers_and_edges():
     graph = Graph([Layer("v", 3, visible=True), Layer("h", 2)], [("v", "h")])
     assert graph.edges == (("v", "h"),)
     assert "v" in graph
+
+
+def test_model_keeps_its_own_copy_of_graph():
+    graph = chain("v", "h1")
+    model = EnergyModel(graph)
+    graph.add_layer("late", 2)
+    graph.add_edge("h1", "late")
+    assert "late" not in model.graph
+    assert model.schedule().free == ("v", "h1")
+
+
+def test_unknown_layer_error_is_value_and_key_error():
+    graph = chain("v", "h1")
+    with pytest.raises(ValueError, match="unknown layer 'zz'"):
+        graph["zz"]
+    with pytest.raises(KeyError):
+        graph["zz"]
+
+
+def test_visible_must_be_bool():
+    with pytest.raises(GraphError, match="visible must be True or False, got 'yes'"):
+        Graph().add_layer("v", 3, visible="yes")
+
+
+def test_numpy_integer_size_is_accepted():
+    import numpy as np
+
+    assert Graph().add_layer("v", np.int64(3)).size == 3

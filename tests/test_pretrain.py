@@ -68,3 +68,8 @@ def test_pretraining_rejects_missing_edge():
     model = drm(6, (4, 3), 2)
     with pytest.raises(KeyError, match="no edge between layers 'x' and 'h2'"):
         greedy_pretrain(model, {"x": torch.zeros(2, 6)}, [("x", "h2")], TrainingConfig())
+
+
+def test_order_helpers_reject_chains_off_the_graph():
+    with pytest.raises(ValueError, match="'v' and 'h2' are consecutive in the chain"):
+        bottom_up_order(dbm([3, 2, 2]), ["v", "h2"])

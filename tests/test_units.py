@@ -4,7 +4,7 @@ import pytest
 import torch
 from scipy import integrate
 
-from ebmgraph import EnergyModel, Gaussian, Graph, UnitFamily, get_unit_family, register_unit_family, unit_family_names
+from ebmgraph import EnergyModel, Gaussian, Graph, GraphError, UnitFamily, get_unit_family, register_unit_family, unit_family_names
 from ebmgraph.estimators import log_partition
 from helpers import set_parameters
 
@@ -185,12 +185,41 @@ def test_gaussian_rejects_bad_std():
 
 def test_gaussian_std_length_must_match_layer():
     graph = Graph()
-    graph.add_layer("v", 3, Gaussian(std=(1.0, 0.5)), visible=True)
-    graph.add_layer("h", 2)
-    graph.add_edge("v", "h")
-    model = EnergyModel(graph)
-    with pytest.raises(ValueError, match="2 standard deviations for a layer of 3 units"):
-        model.conditional("v", {"h": torch.zeros(1, 2)}).sample()
+    with pytest.raises(GraphError, match="layer 'v': Gaussian family has 2 standard deviations for 3 units"):
+        graph.add_layer("v", 3, Gaussian(std=(1.0, 0.5)), visible=True)
+
+
+def test_gaussian_rejects_string_std():
+    with pytest.raises(TypeError, match="number or a sequence"):
+        Gaussian(std="12")
+
+
+def test_conditional_log_prob_rejects_invalid_state():
+    model = gaussian_bernoulli()
+    conditional = model.conditional("h", {"v": torch.zeros(1, 2, dtype=torch.float64)})
+    with pytest.raises(ValueError, match="\\{0, 1\\}"):
+        conditional.log_prob(torch.tensor([[0.5, 0.5]], dtype=torch.float64))
+    with pytest.raises(ValueError, match="shape \\(1, 2\\)"):
+        conditional.log_prob(torch.zeros(1, 3, dtype=torch.float64))
+
+
+class NamelessFamily(UnitFamily):
+    def mean(self, input):
+        return torch.sigmoid(input)
+
+    def sample(self, input, generator=None):
+        return torch.bernoulli(torch.sigmoid(input), generator=generator)
+
+    def log_partition(self, input):
+        return torch.nn.functional.softplus(input).sum(dim=-1)
+
+    def check_support(self, state, *, layer, allow_means):
+        pass
+
+
+def test_register_rejects_mismatched_name():
+    with pytest.raises(ValueError, match="reports name 'abstract'; set the class attribute name = 'nameless'"):
+        register_unit_family("nameless", NamelessFamily)
 
 
 @pytest.mark.parametrize("name, low", [("bernoulli", 0.0), ("spin", -1.0)])

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ebmgraph.learning.trainer import iterate_batches
+from ebmgraph.learning.trainer import DivergenceError, iterate_batches
 from ebmgraph.model import EnergyModel
 
 __all__ = ["FeedForward", "unroll", "finetune", "classification_error"]
@@ -95,10 +95,7 @@ def finetune(
     ``labels`` are class indices, int64 of shape ``(n,)``. ``callback(epoch, record)``
     runs after each epoch and may add figures to the record.
     """
-    if x.shape[0] == 0:
-        raise ValueError("the fine-tuning data is empty")
-    if labels.shape != (x.shape[0],):
-        raise ValueError(f"labels must have shape ({x.shape[0]},) to match x, got {tuple(labels.shape)}")
+    _check_finetune_arguments(network, x, labels, epochs, batch_size, learning_rate)
     optimizer = torch.optim.SGD(network.parameters(), lr=learning_rate, momentum=momentum)
     history = []
     for epoch in range(1, epochs + 1):
@@ -110,8 +107,35 @@ def finetune(
             optimizer.step()
             total += loss.item() * len(index)
         record = {"epoch": epoch, "loss": total / x.shape[0]}
+        for name, parameter in network.named_parameters():
+            if not bool(torch.isfinite(parameter).all()):
+                raise DivergenceError(
+                    f"fine-tuning parameter {name} became non-finite in epoch {epoch} with learning_rate={learning_rate}; "
+                    "lower the learning rate"
+                )
         if callback is not None:
             callback(epoch, record)
         logger.info("fine-tuning epoch %d: loss %.5f", epoch, record["loss"])
         history.append(record)
     return history
+
+
+def _check_finetune_arguments(network, x, labels, epochs, batch_size, learning_rate) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 2:
+        raise ValueError(f"x must be a tensor of shape (n, n_inputs), got {getattr(x, 'shape', type(x).__name__)}")
+    if x.shape[0] == 0:
+        raise ValueError("the fine-tuning data is empty")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x contains NaN or infinite values")
+    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or labels.shape != (x.shape[0],):
+        shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+        dtype = labels.dtype if isinstance(labels, torch.Tensor) else None
+        raise ValueError(f"labels must be int64 class indices of shape ({x.shape[0]},), got {shape} of dtype {dtype}")
+    n_outputs = network.layers[-1].out_features if isinstance(network, FeedForward) else None
+    if n_outputs is not None and (int(labels.min()) < 0 or int(labels.max()) >= n_outputs):
+        raise ValueError(f"labels must lie in [0, {n_outputs - 1}], got values from {int(labels.min())} to {int(labels.max())}")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < float("inf")):
+        raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate!r}")

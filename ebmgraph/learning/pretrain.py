@@ -35,10 +35,18 @@ __all__ = ["greedy_pretrain", "bottom_up_order", "outside_in_order"]
 logger = logging.getLogger(__name__)
 
 
+def _chain_edges(model: EnergyModel, chain: Sequence[str] | None) -> list[tuple[str, str]]:
+    chain = list(chain or model.graph.layer_names)
+    edges = list(zip(chain[:-1], chain[1:]))
+    for a, b in edges:
+        if not model.graph.nx.has_edge(a, b):
+            raise ValueError(f"layers {a!r} and {b!r} are consecutive in the chain {chain} but not joined by an edge")
+    return edges
+
+
 def bottom_up_order(model: EnergyModel, chain: Sequence[str] | None = None) -> list[tuple[str, str]]:
     """Edges of a chain from its first layer upwards (default: the declaration order)."""
-    chain = list(chain or model.graph.layer_names)
-    return list(zip(chain[:-1], chain[1:]))
+    return _chain_edges(model, chain)
 
 
 def outside_in_order(model: EnergyModel, chain: Sequence[str] | None = None) -> list[tuple[str, str]]:
@@ -47,8 +55,7 @@ def outside_in_order(model: EnergyModel, chain: Sequence[str] | None = None) -> 
     For ``x - h1 - h2 - h3 - y``: ``(x, h1), (y, h3), (h1, h2), (h3, h2)``.
     The middle edge of a chain with an odd number of edges is taken from the first end.
     """
-    chain = list(chain or model.graph.layer_names)
-    front = list(zip(chain[:-1], chain[1:]))
+    front = _chain_edges(model, chain)
     back = [(b, a) for a, b in reversed(front)]
     order = []
     for index in range(len(front)):
