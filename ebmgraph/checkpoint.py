@@ -71,6 +71,10 @@ def save_checkpoint(path: str | os.PathLike, model: EnergyModel, *, training: di
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # mkstemp creates the file readable by its owner only; give it the permissions of an ordinary new file.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             torch.save(payload, handle)

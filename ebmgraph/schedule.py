@@ -370,6 +370,8 @@ def _check_names(graph, names: Iterable[str], argument: str) -> list[str]:
 
 def _check_blocks(graph, free: tuple[str, ...], blocks) -> tuple[tuple[str, ...], ...]:
     groups = tuple(tuple(_check_names(graph, block, "blocks")) for block in blocks)
+    if any(not group for group in groups):
+        raise ValueError("blocks must not contain an empty block")
     seen = [name for group in groups for name in group]
     if sorted(seen) != sorted(free):
         raise ValueError(f"blocks must list every free layer exactly once; free layers are {list(free)}, blocks list {seen}")

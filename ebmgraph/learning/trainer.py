@@ -123,6 +123,8 @@ class Trainer:
     history: list = field(default_factory=list)
 
     def __post_init__(self):
+        if isinstance(self.monitor_rows, bool) or not isinstance(self.monitor_rows, int) or self.monitor_rows < 1:
+            raise ValueError(f"monitor_rows must be a positive int, got {self.monitor_rows!r}")
         largest = torch.finfo(self.model.dtype).max
         if self.config.learning_rate > largest:
             raise ValueError(
