@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import pickle
 import tempfile
@@ -26,6 +27,8 @@ from ebmgraph.model import EnergyModel
 from ebmgraph.presets import DeepRelationalModel
 
 __all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError", "MODEL_CLASSES"]
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "ebmgraph-checkpoint"
 VERSION = 1
@@ -134,7 +137,9 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
         training = payload["training"]
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as error:
         raise CheckpointError(f"checkpoint {path} is inconsistent: {error}") from None
-    if payload.get("checksum") != _checksum(payload["parameters"]):
+    if "checksum" not in payload:
+        logger.warning("checkpoint %s has no parameter checksum (an early format); its parameters are not verified", path)
+    elif payload["checksum"] != _checksum(payload["parameters"]):
         raise CheckpointError(f"checkpoint {path} is corrupted: its parameters do not match the stored checksum")
     if not isinstance(metadata, dict) or not isinstance(training, dict):
         raise CheckpointError(f"checkpoint {path} is inconsistent: metadata and training state must be dicts")
