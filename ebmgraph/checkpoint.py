@@ -17,11 +17,11 @@ import json
 import logging
 import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import torch
 
+from ebmgraph._io import write_atomic
 from ebmgraph.graph import Graph
 from ebmgraph.model import EnergyModel
 from ebmgraph.presets import DeepRelationalModel
@@ -72,22 +72,7 @@ def save_checkpoint(path: str | os.PathLike, model: EnergyModel, *, training: di
         "training": training or {},
         "metadata": json.dumps(metadata or {}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    # mkstemp creates the file readable by its owner only; give it the permissions of an ordinary new file.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda handle: torch.save(payload, handle))
 
 
 def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> tuple[EnergyModel, dict, dict]:

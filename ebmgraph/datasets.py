@@ -29,7 +29,6 @@ import logging
 import math
 import numbers
 import os
-import tempfile
 import urllib.request
 import zlib
 from dataclasses import dataclass
@@ -37,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from ebmgraph._io import write_atomic
 import torch.nn.functional as F
 
 __all__ = [
@@ -273,17 +274,8 @@ def _download(name: str, directory: Path) -> Path:
 
 
 def _write_atomic(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to a temporary file beside ``path``, then rename it, so ``path`` is never partial."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(payload)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write ``payload`` so that ``path`` is never partial (see :func:`ebmgraph._io.write_atomic`)."""
+    write_atomic(path, lambda handle: handle.write(payload))
 
 
 # Reading and checking file contents
