@@ -16,6 +16,8 @@ from ebmgraph.units import (
     unit_family_names,
 )
 
+from ebmgraph import estimators, learning  # noqa: E402  (subpackages, after the names they use)
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -34,6 +36,8 @@ __all__ = [
     "Spin",
     "UnitFamily",
     "compile_schedule",
+    "estimators",
+    "learning",
     "dbm",
     "drm",
     "get_unit_family",

@@ -180,3 +180,23 @@ def test_trainer_applies_schedule_to_optimizer():
 def test_config_rejects_unknown_schedule():
     with pytest.raises(ValueError, match="learning_rate_schedule must be 'constant' or 'linear'"):
         TrainingConfig(learning_rate_schedule="cosine")
+
+
+def test_load_state_rejects_other_model_shapes():
+    source = Trainer(rbm(6, 4), CD(1), TrainingConfig(momentum=0.5), generator=torch.Generator().manual_seed(0))
+    source.fit({"v": torch.ones(4, 6)})
+    target = Trainer(rbm(6, 3), CD(1), TrainingConfig(momentum=0.5), generator=torch.Generator())
+    with pytest.raises(ValueError, match="does not fit this model"):
+        target.load_state_dict(source.state_dict())
+
+
+def test_load_state_rejects_empty_dict():
+    trainer = Trainer(rbm(6, 4), CD(1), TrainingConfig())
+    with pytest.raises(ValueError, match="trainer state is missing"):
+        trainer.load_state_dict({})
+
+
+def test_unknown_clamped_layer_is_named():
+    trainer = Trainer(rbm(6, 4), CD(1, clamped=["zz"]), TrainingConfig())
+    with pytest.raises(ValueError, match="unknown layer 'zz'"):
+        trainer.fit({"v": torch.ones(4, 6)})

@@ -55,6 +55,8 @@ class GradientEstimator(abc.ABC):
         layers = self.clamped if self.clamped is not None else model.graph.visible
         if not layers:
             raise ValueError("the model declares no visible layer; pass clamped=[...] to name the data layers")
+        for name in layers:
+            model.graph[name]
         return tuple(layers)
 
     @abc.abstractmethod

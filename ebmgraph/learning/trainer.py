@@ -232,6 +232,18 @@ class Trainer:
         }
 
     def load_state_dict(self, saved: Mapping) -> None:
+        """Restore a state from :meth:`state_dict`; the model must have the same parameter shapes."""
+        missing = [key for key in ("optimizer", "estimator", "epoch", "step", "history") if key not in saved]
+        if missing:
+            raise ValueError(f"trainer state is missing {missing}; pass the output of Trainer.state_dict()")
+        parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+        for index, entry in saved["optimizer"].get("state", {}).items():
+            buffer = entry.get("momentum_buffer")
+            if buffer is not None and (index >= len(parameters) or buffer.shape != parameters[index].shape):
+                raise ValueError(
+                    f"trainer state does not fit this model: optimizer buffer {index} has shape {tuple(buffer.shape)}, "
+                    f"the parameter has {tuple(parameters[index].shape) if index < len(parameters) else 'no counterpart'}"
+                )
         self.optimizer.load_state_dict(saved["optimizer"])
         self.estimator.load_state_dict(saved["estimator"])
         self.epoch = int(saved["epoch"])
