@@ -129,12 +129,14 @@ class FamilyResult:
 
 def mean_field_error(model: DeepRelationalModel, x: torch.Tensor, labels: torch.Tensor, *, steps: int, batch_size: int = 1000) -> float:
     """Classification error of the mean-field read-out ``argmax E[y | x]``."""
+    if x.shape[0] == 0:
+        raise ValueError("cannot measure a classification error on empty data")
     wrong = 0
     with torch.no_grad():
         for start in range(0, x.shape[0], batch_size):
             predicted = model.classify(x[start : start + batch_size], steps)
             wrong += int((predicted != labels[start : start + batch_size]).sum())
-    return wrong / max(x.shape[0], 1)
+    return wrong / x.shape[0]
 
 
 def _chain(model: EnergyModel) -> list[str]:
@@ -314,8 +316,10 @@ def run_family(
 
 
 def _error(classify: Callable, x: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+    if x.shape[0] == 0:
+        raise ValueError("cannot measure a classification error on empty data")
     wrong = 0
     with torch.no_grad():
         for start in range(0, x.shape[0], batch_size):
             wrong += int((classify(x[start : start + batch_size]) != labels[start : start + batch_size]).sum())
-    return wrong / max(x.shape[0], 1)
+    return wrong / x.shape[0]

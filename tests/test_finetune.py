@@ -71,3 +71,13 @@ def test_finetune_reports_divergence():
     x = torch.rand(8, 3, generator=torch.Generator().manual_seed(5))
     with pytest.raises(DivergenceError, match="layers.0.weight became non-finite in epoch 1"):
         finetune(network, x, torch.tensor([0, 1] * 4))
+
+
+def test_unroll_rejects_zero_output_size():
+    with pytest.raises(ValueError, match="output_size must be a positive int"):
+        unroll(dbm([6, 5, 4]), ["v", "h1"], output_size=0)
+
+
+def test_classification_error_rejects_empty_data():
+    with pytest.raises(ValueError, match="empty data"):
+        classification_error(FeedForward([3, 2]), torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))

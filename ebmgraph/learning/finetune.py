@@ -57,6 +57,10 @@ def unroll(model: EnergyModel, path: Sequence[str], *, output_size: int | None =
     is added after the last layer of ``path`` (for models without a label layer).
     """
     path = list(path)
+    if len(path) < 2 and output_size is None:
+        raise ValueError(f"path must name at least two layers, got {path}")
+    if output_size is not None and (isinstance(output_size, bool) or not isinstance(output_size, int) or output_size < 1):
+        raise ValueError(f"output_size must be a positive int or None, got {output_size!r}")
     for a, b in zip(path[:-1], path[1:]):
         model.weight(a, b)
     sizes = [model.graph[name].size for name in path] + ([output_size] if output_size else [])
@@ -70,12 +74,14 @@ def unroll(model: EnergyModel, path: Sequence[str], *, output_size: int | None =
 
 def classification_error(network: nn.Module, x: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 1000) -> float:
     """Fraction of rows whose argmax output differs from ``labels`` (int64, shape ``(n,)``)."""
+    if x.shape[0] == 0:
+        raise ValueError("cannot measure a classification error on empty data")
     wrong = 0
     with torch.no_grad():
         for start in range(0, x.shape[0], batch_size):
             predicted = network(x[start : start + batch_size]).argmax(dim=1)
             wrong += int((predicted != labels[start : start + batch_size]).sum())
-    return wrong / max(x.shape[0], 1)
+    return wrong / x.shape[0]
 
 
 def finetune(
