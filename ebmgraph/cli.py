@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("checkpoint", type=Path, help="checkpoint of a DRM written by 'ebmgraph train'")
     generate.add_argument("--steps", type=int, default=None, help="mean-field sweeps (default: the value used in training)")
     generate.add_argument("--output", type=Path, default=Path("outputs"), help="folder for the PNG files (default: ./outputs)")
+    generate.add_argument(
+        "--hidden-init",
+        choices=["overall", "per-label"],
+        default="overall",
+        help="start the hidden layers at their means over all training data, or over the training data of each label (default: overall)",
+    )
     _add_data_options(generate)
     generate.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
@@ -163,7 +169,8 @@ def command_train(args) -> None:
     generative = trained[args.family]
     model = generative.model if isinstance(generative, DeepBeliefNet) else generative
     records = [result.summary()]
-    training = {"hidden_means": _hidden_means(model, data, protocol.mean_field_steps)}
+    overall, per_label = _hidden_means(model, data, protocol.mean_field_steps)
+    training = {"hidden_means": overall, "hidden_means_per_label": per_label}
     if args.finetune_epochs:
         fine = run_family(f"fine-{args.family}", data, protocol, generator=generator, trained=trained)
         records.append(fine.summary())
@@ -181,13 +188,21 @@ def command_train(args) -> None:
     print(f"wrote {checkpoint} and {metrics}")
 
 
-def _hidden_means(model, data: ClassificationData, steps: int) -> dict:
-    """Mean over the training data of each hidden layer's mean field with x and y clamped."""
+def _hidden_means(model, data: ClassificationData, steps: int) -> tuple[dict, dict]:
+    """Means of each hidden layer's mean field with x and y clamped: over all training data, and per label.
+
+    Returns ``(overall, per_label)``: tensors of shape ``(size,)`` and ``(n_classes, size)``.
+    """
     if not isinstance(model, DeepRelationalModel):
-        return {}
+        return {}, {}
     with torch.no_grad():
         state = model.schedule(("x", "y")).mean_field({"x": data.train_x, "y": data.train_y(model.dtype)}, steps)
-    return {name: state[name].mean(dim=0) for name in model.hidden_names}
+    overall = {name: state[name].mean(dim=0) for name in model.hidden_names}
+    per_label = {}
+    for name in model.hidden_names:
+        rows = [state[name][data.train_labels == k].mean(dim=0) for k in range(model.n_classes)]
+        per_label[name] = torch.stack(rows)
+    return overall, per_label
 
 
 def command_evaluate(args) -> None:
@@ -219,7 +234,13 @@ def command_generate(args) -> None:
         raise ValueError(f"checkpoint {args.checkpoint} contains a {type(model).__name__}, which cannot generate from labels; pass a DRM checkpoint")
     steps = args.steps or metadata.get("protocol", {}).get("mean_field_steps", 10)
     with torch.no_grad():
-        generated = model.generate(torch.arange(model.n_classes, device=args.device), steps, hidden_means=training.get("hidden_means"))
+        if args.hidden_init == "per-label":
+            if not training.get("hidden_means_per_label"):
+                raise ValueError(f"checkpoint {args.checkpoint} has no per-label hidden means; retrain it with this version")
+            start = training["hidden_means_per_label"]
+        else:
+            start = training.get("hidden_means")
+        generated = model.generate(torch.arange(model.n_classes, device=args.device), steps, hidden_means=start)
     train = datasets.mnist(args.data, split="train", download=not args.no_download, device=args.device)
     means = torch.stack([train.images[train.labels == k].mean(dim=0) for k in range(model.n_classes)])
 

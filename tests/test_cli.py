@@ -40,6 +40,10 @@ def test_train_evaluate_generate_round_trip(tmp_path, capsys):
 
     assert main(["generate", str(tmp_path / "drm.pt"), "--output", str(tmp_path), "--data", str(MNIST_DIR), "--no-download"]) == 0
     assert (tmp_path / "generated.png").read_bytes().startswith(b"\x89PNG")
+    assert training["hidden_means_per_label"]["h2"].shape == (10, 12)
+    generate_per_label = ["generate", str(tmp_path / "drm.pt"), "--hidden-init", "per-label", "--output", str(tmp_path / "per-label")]
+    assert main([*generate_per_label, "--data", str(MNIST_DIR), "--no-download"]) == 0
+    assert (tmp_path / "per-label" / "generated.png").is_file()
     assert (tmp_path / "label-means.png").is_file()
 
 
