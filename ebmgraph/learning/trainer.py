@@ -158,6 +158,7 @@ class Trainer:
             parameter.grad = -gradient[name]
         self.optimizer.step()
         self.step += 1
+        # NOTE: this check reads a flag back from the device after every update, a synchronisation on a GPU.
         self.check_finite(f"became non-finite at epoch {self.epoch + 1}, step {self.step}")
 
     def check_finite(self, when: str) -> None:
