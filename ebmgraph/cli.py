@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_arguments(args) -> None:
-    """Reject invalid options before any work starts, so a long run cannot fail at its end."""
+    """Reject invalid options before data loading and training start."""
     device = getattr(args, "device", "cpu")
     try:
         parsed = torch.device(device)
@@ -122,7 +122,7 @@ def check_arguments(args) -> None:
 
 
 def load_data(args, device, generator: torch.Generator, *, with_test: bool = True) -> ClassificationData:
-    """The protocol's random training subset, a disjoint validation subset, and the test set."""
+    """Load the protocol's random training subset, a disjoint validation subset, and the test set."""
     train = datasets.mnist(args.data, split="train", download=not args.no_download, device=device)
     if args.train_size + args.validation_size > len(train):
         raise ValueError(

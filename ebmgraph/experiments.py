@@ -112,7 +112,7 @@ class ClassificationData:
 
 @dataclass
 class FamilyResult:
-    """What one family run measured."""
+    """Measurements of one family run."""
 
     family: str
     validation_error: float

@@ -74,7 +74,12 @@ class Layer:
 
 
 def _as_shape(name: str, shape) -> tuple[int, ...]:
-    dims = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape) if isinstance(shape, (tuple, list)) else None
+    if isinstance(shape, numbers.Integral):
+        dims = (shape,)
+    elif isinstance(shape, (tuple, list)):
+        dims = tuple(shape)
+    else:
+        dims = None
     if dims is None or not dims or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in dims):
         raise GraphError(f"layer {name!r}: size must be a positive int or a tuple of positive ints, got {shape!r}")
     if any(d < 1 for d in dims):
@@ -180,7 +185,7 @@ class Graph:
         return tuple(other for other in self._layers if self.nx.has_edge(name, other))
 
     def copy(self) -> "Graph":
-        """An independent graph with the same layers and edges."""
+        """Return an independent graph with the same layers and edges."""
         return Graph(self.layers, self.edges)
 
     def validate(self) -> None:
@@ -195,7 +200,7 @@ class Graph:
             raise GraphError(f"layer {isolated[0]!r} is reached by no edge; join it to another layer or remove it")
 
     def to_dict(self) -> dict:
-        """A JSON-ready description of the declaration (layers, families, edges)."""
+        """Describe the declaration (layers, families, edges) as JSON-ready data."""
         layers = []
         for layer in self._layers.values():
             entry = {"name": layer.name, "shape": list(layer.shape), "units": layer.units.name, "visible": layer.visible}

@@ -38,7 +38,7 @@ class Conditional:
         return self.units.mean(self.input)
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One draw per row, shape ``(batch, size)``."""
+        """Draw one state per row, shape ``(batch, size)``."""
         return self.units.sample(self.input, generator)
 
     def log_partition(self) -> torch.Tensor:
@@ -169,9 +169,10 @@ class EnergyModel(nn.Module):
         """Validate a state and return it with every tensor flattened to ``(batch, size)``.
 
         Raises ``ValueError`` or ``TypeError`` naming the layer when a key is not a
-        layer, a required layer is missing, a tensor has the wrong width, dtype or
-        device, batch sizes disagree, or values are NaN, infinite or outside the
-        layer's unit family (samples only when ``allow_means`` is false).
+        layer or a required layer is missing. The same holds when a tensor has the
+        wrong width, dtype or device, or when batch sizes disagree. Values must be
+        finite and inside the layer's unit family (samples only when
+        ``allow_means`` is false).
         """
         if not isinstance(state, Mapping):
             raise TypeError(f"a state must be a mapping from layer name to tensor, got {type(state).__name__}")
@@ -293,7 +294,7 @@ class EnergyModel(nn.Module):
         return free
 
     def schedule(self, clamped: Iterable[str] = ()):
-        """The compiled :class:`~ebmgraph.schedule.Schedule` for ``clamped``, cached per set of layers."""
+        """Return the compiled :class:`~ebmgraph.schedule.Schedule` for ``clamped``, cached per set of layers."""
         from ebmgraph.schedule import compile_schedule
 
         names = (clamped,) if isinstance(clamped, str) else tuple(clamped)

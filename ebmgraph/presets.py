@@ -25,7 +25,7 @@ def rbm(
     hidden_units: str | UnitFamily = "bernoulli",
     **model_options,
 ) -> EnergyModel:
-    r"""A restricted Boltzmann machine with layers ``"v"`` (visible) and ``"h"``.
+    r"""Build a restricted Boltzmann machine with layers ``"v"`` (visible) and ``"h"``.
 
     .. math:: E(v, h) = -b_v \cdot v - b_h \cdot h - v^\top W h
 
@@ -46,7 +46,7 @@ def dbm(
     hidden_units: str | UnitFamily = "bernoulli",
     **model_options,
 ) -> EnergyModel:
-    r"""A deep Boltzmann machine: a chain ``v - h1 - ... - hL`` with ``sizes = (n_visible, n_h1, ..., n_hL)``.
+    r"""Build a deep Boltzmann machine: a chain ``v - h1 - ... - hL`` with ``sizes = (n_visible, n_h1, ..., n_hL)``.
 
     .. math:: E = -\sum_l b_l \cdot s_l - v^\top W_1 h_1 - \sum_{l>1} h_{l-1}^\top W_l h_l
     """
@@ -73,7 +73,7 @@ def drm(
     y_units: str | UnitFamily = "bernoulli",
     **model_options,
 ) -> "DeepRelationalModel":
-    """A deep relational model: hidden layers ``h1 .. hL`` between two visible layers ``x`` and ``y``.
+    """Build a deep relational model: hidden layers ``h1 .. hL`` between two visible layers ``x`` and ``y``.
 
     Parameters
     ----------

@@ -7,8 +7,8 @@ in a fixed order. Block Gibbs sampling draws each block from its conditional; me
 field sets each block to its conditional mean given the current means of the others.
 
 For a bipartite layer graph (RBM, DBM, DRM and every chain) there are two blocks,
-the even and the odd layers; otherwise a greedy colouring of the free layers
-decides the blocks. Block order follows the distance from the *anchor* layers (the
+the even and the odd layers. Other graphs get their blocks from a greedy colouring
+of the free layers. Block order follows the distance from the *anchor* layers (the
 clamped layers, or the visible layers when nothing is clamped): the block holding
 the free layer nearest to the anchor comes first, so a sweep starting from data
 first updates the layers that read the data.
@@ -33,7 +33,7 @@ MEAN_FIELD_INITS = ("zeros", "bottom_up")
 
 @dataclass(frozen=True)
 class LayerUpdate:
-    """How one layer's input is formed: its bias plus one product per neighbour.
+    """Recipe for one layer's input: its bias plus one product per neighbour.
 
     ``inputs`` lists ``(neighbour, weight key, transposed)``: the neighbour's
     statistic multiplies ``model.weights[key]`` (transposed when the edge was

@@ -98,7 +98,7 @@ class UnitFamily(abc.ABC):
         """Raise ``ValueError`` naming ``layer`` if this family cannot have ``size`` units."""
 
     def enumerate_states(self, size: int, *, dtype: torch.dtype, device=None) -> torch.Tensor:
-        """Every state of a layer of ``size`` units, shape ``(n_states, size)``.
+        """Enumerate every state of a layer of ``size`` units, shape ``(n_states, size)``.
 
         States are listed in counting order with the first unit as the most
         significant digit.
@@ -267,7 +267,7 @@ class Gaussian(UnitFamily):
     ``s / sigma^2``, so the conditional is ``N(input, sigma^2)``: the input is the
     conditional mean. With ``sigma = 1`` this is the unit-variance energy
     ``|s|^2 / 2 - b . s - s^T W h``. The parameterisation is the one with
-    ``v / sigma^2`` in the interaction (Cho et al.); it equals the centred form
+    ``v / sigma^2`` in the interaction (Cho et al.). It equals the centred form
     ``(v - b)^2 / (2 sigma^2) - (v / sigma^2)^T W h`` up to the constant
     ``sum_i b_i^2 / (2 sigma_i^2)``, which shifts log Z and every free energy alike.
 

@@ -20,7 +20,7 @@ from ebmgraph.model import EnergyModel
 __all__ = ["DEFAULT_MAX_STATES", "enumeration_layers", "log_partition", "log_marginal", "enumerate_states"]
 
 DEFAULT_MAX_STATES = 2**24
-"""Largest number of enumerated states the exact routines accept unless told otherwise."""
+"""Default maximum number of enumerated states of the exact routines (their ``max_states``)."""
 
 
 def enumeration_layers(model: EnergyModel, among: Iterable[str] | None = None) -> tuple[str, ...]:
@@ -74,7 +74,7 @@ def _check_budget(model: EnergyModel, layers: tuple[str, ...], max_states: int) 
 
 
 def enumerate_states(model: EnergyModel, layers: Iterable[str]) -> dict[str, torch.Tensor]:
-    """Every joint state of ``layers``, as a state with one row per joint state.
+    """Enumerate every joint state of ``layers``, as a state with one row per joint state.
 
     Rows follow counting order: the first layer is the slowest to change, and within
     a layer the first unit is the most significant digit.

@@ -89,7 +89,7 @@ class CD(GradientEstimator):
     """Contrastive divergence CD-k (Hinton, 2002).
 
     The chain starts at the data (hidden layers at their data-term means) and runs
-    ``k`` block-Gibbs sweeps of the unclamped schedule; visible reconstructions are
+    ``k`` block-Gibbs sweeps of the unclamped schedule. Visible reconstructions are
     samples, and the hidden layers of the model term are ``p(h | v_k)``.
 
     Parameters
@@ -184,9 +184,9 @@ class MeanFieldCD(GradientEstimator):
 
     Data term: every data layer clamped (``x`` and ``y`` for a DRM), ``steps``
     mean-field sweeps of the hidden layers from zero. Model term: each data layer
-    is reconstructed from the data term's hidden means (a sample from its
-    conditional, or its mean with ``reconstruction="mean"``), then the hidden
-    layers run ``steps`` mean-field sweeps with the reconstructions clamped,
+    is reconstructed from the data term's hidden means, as a sample from its
+    conditional (or its mean with ``reconstruction="mean"``). The hidden layers
+    then run ``steps`` mean-field sweeps with the reconstructions clamped,
     starting from the data term's means.
 
     NOTE: the paper does not say how the model term's hidden expectations are

@@ -49,7 +49,7 @@ class FeedForward(nn.Module):
 
 
 def unroll(model: EnergyModel, path: Sequence[str], *, output_size: int | None = None, generator=None) -> FeedForward:
-    """A :class:`FeedForward` network along ``path`` with the model's weights and biases.
+    """Build a :class:`FeedForward` network along ``path`` with the model's weights and biases.
 
     Layer ``path[k+1]`` computes ``sigmoid(b + h_k W)`` from ``path[k]`` alone (the
     top-down input a layer gets in the energy model is dropped, as in DBN

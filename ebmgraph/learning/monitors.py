@@ -19,10 +19,10 @@ def reconstruction_error(
     clamped: Iterable[str] | None = None,
     steps: int = 10,
 ) -> float:
-    """Mean squared difference between data and its one-step mean-field reconstruction.
+    """Measure the mean squared difference between data and its mean-field reconstruction.
 
     The data layers are clamped and the hidden layers set to their (mean-field)
-    conditional means; each data layer is then replaced by its conditional mean
+    conditional means. Each data layer is then replaced by its conditional mean
     given those. The error is summed over units and averaged over rows and layers.
     """
     layers = tuple(clamped) if clamped is not None else model.graph.visible

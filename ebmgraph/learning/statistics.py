@@ -8,7 +8,7 @@ For the energy of :class:`~ebmgraph.model.EnergyModel` the gradient of
 
 where ``t`` is each unit family's statistic. An estimator supplies one state for
 each term (samples, or conditional means where a layer's expectation is taken
-analytically); this module averages their statistics over the batch.
+analytically), and this module averages their statistics over the batch.
 """
 
 from __future__ import annotations
