@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
+from ebmgraph import distributed as data_parallel
 from ebmgraph.learning.trainer import DivergenceError, iterate_batches
 from ebmgraph.model import EnergyModel
 
@@ -28,7 +29,14 @@ class FeedForward(nn.Module):
         (the range of ``torch.nn.Linear``'s default), biases zero.
     """
 
-    def __init__(self, sizes: Sequence[int], *, generator: torch.Generator | None = None, dtype=torch.float32, device=None):
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ):
         super().__init__()
         sizes = list(sizes)
         if len(sizes) < 2:
@@ -37,7 +45,7 @@ class FeedForward(nn.Module):
         with torch.no_grad():
             for layer in self.layers:
                 bound = layer.in_features**-0.5
-                uniform = torch.rand(layer.weight.shape, generator=generator, dtype=dtype)
+                uniform = torch.rand(layer.weight.shape, generator=generator, dtype=dtype, device=None if generator is None else generator.device)
                 layer.weight.copy_((2 * uniform - 1) * bound)
                 layer.bias.zero_()
 
@@ -48,7 +56,9 @@ class FeedForward(nn.Module):
         return self.layers[-1](x)
 
 
-def unroll(model: EnergyModel, path: Sequence[str], *, output_size: int | None = None, generator=None) -> FeedForward:
+def unroll(
+    model: EnergyModel, path: Sequence[str], *, output_size: int | None = None, generator: torch.Generator | None = None
+) -> FeedForward:
     """Build a :class:`FeedForward` network along ``path`` with the model's weights and biases.
 
     Layer ``path[k+1]`` computes ``sigmoid(b + h_k W)`` from ``path[k]`` alone (the
@@ -72,15 +82,24 @@ def unroll(model: EnergyModel, path: Sequence[str], *, output_size: int | None =
     return network
 
 
-def classification_error(network: nn.Module, x: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 1000) -> float:
-    """Fraction of rows whose argmax output differs from ``labels`` (int64, shape ``(n,)``)."""
+def classification_error(
+    network: nn.Module, x: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 1000, distributed: bool | None = None
+) -> float:
+    """Fraction of rows whose argmax output differs from ``labels`` (int64, shape ``(n,)``).
+
+    In data-parallel use (``distributed``, see :func:`ebmgraph.distributed.resolve`)
+    each rank classifies its share of the rows and the counts are all-reduced, so
+    every rank of the process group must call this.
+    """
     if x.shape[0] == 0:
         raise ValueError("cannot measure a classification error on empty data")
-    wrong = 0
+
+    def count_wrong(start: int, stop: int) -> int:
+        predicted = network(x[start:stop]).argmax(dim=1)
+        return int((predicted != labels[start:stop]).sum())
+
     with torch.no_grad():
-        for start in range(0, x.shape[0], batch_size):
-            predicted = network(x[start : start + batch_size]).argmax(dim=1)
-            wrong += int((predicted != labels[start : start + batch_size]).sum())
+        wrong = data_parallel.sharded_sum(count_wrong, x.shape[0], chunk_size=batch_size, device=x.device, distributed=distributed)
     return wrong / x.shape[0]
 
 
@@ -94,24 +113,36 @@ def finetune(
     learning_rate: float = 0.1,
     momentum: float = 0.0,
     generator: torch.Generator | None = None,
-    callback=None,
+    callback: Callable[[int, dict], None] | None = None,
+    distributed: bool | None = None,
 ) -> list[dict]:
     """Train ``network`` with cross-entropy and SGD; return one record per epoch.
 
     ``labels`` are class indices, int64 of shape ``(n,)``. ``callback(epoch, record)``
     runs after each epoch and may add figures to the record.
+
+    With ``distributed`` (see :func:`ebmgraph.distributed.resolve`, by default
+    whenever a process group is initialised) training is data-parallel as in
+    :class:`~ebmgraph.learning.trainer.Trainer`. Rank 0's parameters are first
+    copied to every rank. Each mini-batch then contains ``batch_size * world_size``
+    rows in the order that rank 0 draws from ``generator``, and each rank
+    back-propagates ``batch_size`` of them. One all-reduce per update averages
+    the gradients and the loss, each rank weighted by its rows.
     """
     _check_finetune_arguments(network, x, labels, epochs, batch_size, learning_rate)
     optimizer = torch.optim.SGD(network.parameters(), lr=learning_rate, momentum=momentum)
+    world = data_parallel.get_world_size() if data_parallel.resolve(distributed) else 1
+    if world > 1:
+        data_parallel.broadcast_parameters(network)
     history = []
     for epoch in range(1, epochs + 1):
         total = 0.0
-        for index in iterate_batches(x.shape[0], batch_size, shuffle=True, generator=generator, device=x.device):
-            optimizer.zero_grad()
-            loss = nn.functional.cross_entropy(network(x[index]), labels[index])
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(index)
+        if world == 1:
+            batches = iterate_batches(x.shape[0], batch_size, shuffle=True, generator=generator, device=x.device)
+        else:
+            batches = data_parallel.sharded_batches(x.shape[0], batch_size, shuffle=True, generator=generator, device=x.device)
+        for index in batches:
+            total += _backpropagation_step(network, optimizer, x[index], labels[index], world)
         record = {"epoch": epoch, "loss": total / x.shape[0]}
         for name, parameter in network.named_parameters():
             if not bool(torch.isfinite(parameter).all()):
@@ -124,6 +155,37 @@ def finetune(
         logger.info("fine-tuning epoch %d: loss %.5f", epoch, record["loss"])
         history.append(record)
     return history
+
+
+def _backpropagation_step(network: nn.Module, optimizer, x: torch.Tensor, labels: torch.Tensor, world: int) -> float:
+    """Take one SGD step on a mini-batch and return its cross-entropy summed over rows.
+
+    With ``world > 1``, ``x`` and ``labels`` are this rank's shard (possibly empty),
+    and the gradient and the returned sum cover the shards of every rank.
+    """
+    optimizer.zero_grad()
+    rows = x.shape[0]
+    if world == 1:
+        loss = nn.functional.cross_entropy(network(x), labels)
+        loss.backward()
+        optimizer.step()
+        return loss.item() * rows
+
+    parameters = dict(network.named_parameters())
+    # "grad." keeps the gradients' keys apart from "loss" whatever the parameters are called.
+    local = {f"grad.{name}": torch.zeros_like(parameter) for name, parameter in parameters.items()}
+    first = next(iter(local.values()))
+    local["loss"] = torch.zeros((), dtype=first.dtype, device=first.device)
+    if rows:
+        loss = nn.functional.cross_entropy(network(x), labels)
+        loss.backward()
+        local.update({f"grad.{name}": p.grad for name, p in parameters.items() if p.grad is not None})
+        local["loss"] = loss.detach()
+    mean, total_rows = data_parallel.average_over_ranks(local, rows)
+    for name, parameter in parameters.items():
+        parameter.grad = mean[f"grad.{name}"]
+    optimizer.step()
+    return float(mean["loss"] * total_rows)
 
 
 def _check_finetune_arguments(network, x, labels, epochs, batch_size, learning_rate) -> None:

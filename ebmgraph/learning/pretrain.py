@@ -77,6 +77,7 @@ def greedy_pretrain(
     estimator: Callable[[], GradientEstimator] = lambda: CD(1),
     generator: torch.Generator | None = None,
     progress: bool = False,
+    distributed: bool | None = None,
 ) -> dict[str, list]:
     """Pretrain the edges of ``model`` in ``order``, one RBM each, and copy the results in.
 
@@ -93,6 +94,10 @@ def greedy_pretrain(
         Hyper-parameters of every RBM.
     estimator : callable
         Builds a fresh gradient estimator for each RBM (CD-1 by default).
+    distributed : bool, optional
+        Data-parallel training of every RBM, as :class:`Trainer` takes it (by
+        default whenever a process group is initialised). Every rank computes the
+        next layer's representation of all rows itself.
 
     Returns
     -------
@@ -108,7 +113,7 @@ def greedy_pretrain(
         model.weight(source, target)
         rbm = _edge_rbm(model, source, target)
         logger.info("pretraining RBM %s -> %s", source, target)
-        trainer = Trainer(rbm, estimator(), config, generator=generator)
+        trainer = Trainer(rbm, estimator(), config, generator=generator, distributed=distributed)
         histories[f"{source}->{target}"] = trainer.fit({"v": representation[source]}, progress=progress)
 
         _copy_weight(model, source, target, rbm.weights["v-h"].detach())
