@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import torch
 
 from ebmgraph.model import State
+
+if TYPE_CHECKING:
+    from ebmgraph.schedule import Schedule
 
 __all__ = ["PersistentChains"]
 
@@ -23,18 +27,20 @@ class PersistentChains:
     schedule : Schedule
         The compiled schedule the chains run on.
     state : dict of str to Tensor, each ``(n_chains, size)``
-        A value for every layer of the model.
+        A value for every layer of the model: a sample (for example 0 or 1,
+        never 0.5, for Bernoulli units) for every free layer, and a sample or
+        mean for the clamped layers.
     """
 
-    def __init__(self, schedule, state: Mapping[str, torch.Tensor]):
+    def __init__(self, schedule: Schedule, state: Mapping[str, torch.Tensor]):
         self.schedule = schedule
-        self.state: State = schedule.model.check_state(state, required=schedule.model.graph.layer_names)
+        self.state: State = _check_chain_state(schedule, state)
         self.n_sweeps = 0
 
     @classmethod
     def from_biases(
         cls,
-        schedule,
+        schedule: Schedule,
         n_chains: int,
         *,
         generator: torch.Generator | None = None,
@@ -61,7 +67,9 @@ class PersistentChains:
     def n_chains(self) -> int:
         return next(iter(self.state.values())).shape[0]
 
-    def advance(self, steps: int = 1, *, generator: torch.Generator | None = None, return_means: bool = False):
+    def advance(
+        self, steps: int = 1, *, generator: torch.Generator | None = None, return_means: bool = False
+    ) -> State | tuple[State, State]:
         """Run ``steps`` sweeps from the current state, store and return the new state.
 
         With ``return_means`` also return the means of the last sweep's conditionals
@@ -79,9 +87,18 @@ class PersistentChains:
 
     def load_state_dict(self, saved: Mapping) -> None:
         """Restore a state saved by :meth:`state_dict`."""
-        state = self.schedule.model.check_state(saved["state"], required=self.schedule.model.graph.layer_names)
+        state = _check_chain_state(self.schedule, saved["state"])
         self.state = {name: tensor.clone() for name, tensor in state.items()}
         self.n_sweeps = int(saved["n_sweeps"])
 
     def __repr__(self) -> str:
         return f"PersistentChains(n_chains={self.n_chains}, n_sweeps={self.n_sweeps}, schedule={self.schedule})"
+
+
+def _check_chain_state(schedule, state: Mapping[str, torch.Tensor]) -> State:
+    """Validate a chain state: every layer present, and free layers holding samples, not means."""
+    model = schedule.model
+    checked = model.check_state(state, required=model.graph.layer_names)
+    for name in schedule.free:
+        model.graph[name].units.check_support(checked[name], layer=name, allow_means=False)
+    return checked

@@ -101,7 +101,9 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        raise CheckpointError(f"checkpoint {path} contains objects other than plain data and was not loaded: {error}") from None
+        raise CheckpointError(
+            f"checkpoint {path} contains objects other than plain data and was not loaded ({_unpickling_detail(error)})"
+        ) from None
     except Exception as error:  # noqa: BLE001 - any failure to parse untrusted bytes means a damaged file
         raise CheckpointError(f"checkpoint {path} is truncated or corrupted ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
 
@@ -120,8 +122,11 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
         model.load_state_dict(payload["parameters"])
         metadata = json.loads(payload["metadata"])
         training = payload["training"]
-    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as error:
-        raise CheckpointError(f"checkpoint {path} is inconsistent: {error}") from None
+    except KeyError as error:
+        raise CheckpointError(f"checkpoint {path} is inconsistent: it has no entry {error}") from None
+    except (TypeError, ValueError, AttributeError, RuntimeError) as error:
+        # torch's state-dict errors span several lines; the message stays on one.
+        raise CheckpointError(f"checkpoint {path} is inconsistent: {' '.join(str(error).split())}") from None
     if "checksum" not in payload:
         logger.warning("checkpoint %s has no parameter checksum (an early format); its parameters are not verified", path)
     elif payload["checksum"] != _checksum(payload["parameters"]):
@@ -129,6 +134,20 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     if not isinstance(metadata, dict) or not isinstance(training, dict):
         raise CheckpointError(f"checkpoint {path} is inconsistent: metadata and training state must be dicts")
     return model, training, metadata
+
+
+def _unpickling_detail(error: Exception) -> str:
+    """Extract the line of torch's weights-only error that names the rejected object or opcode.
+
+    The rest of torch's text advises loading with ``weights_only=False``, which
+    would run the file's code, so it is left out of the message.
+    """
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    for line in str(error).splitlines():
+        line = line.strip().removeprefix("WeightsUnpickler error:").strip()
+        if line and not line.startswith(boilerplate):
+            return line
+    return "the file's pickle names an object outside tensors and plain containers"
 
 
 def _checksum(parameters: dict) -> str:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ebmgraph.graph import Graph, UnknownLayerError
 from ebmgraph.units import UnitFamily
+
+if TYPE_CHECKING:
+    from ebmgraph.schedule import Schedule
 
 __all__ = ["EnergyModel", "Conditional", "State"]
 
@@ -105,8 +109,10 @@ class EnergyModel(nn.Module):
         super().__init__()
         if not isinstance(graph, Graph):
             raise TypeError(f"graph must be an ebmgraph.Graph, got {type(graph).__name__}")
-        if not dtype.is_floating_point:
-            raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating-point torch.dtype such as torch.float32, got {dtype!r}")
+        if isinstance(init_std, bool) or not isinstance(init_std, (int, float)):
+            raise TypeError(f"init_std must be a number, got {type(init_std).__name__}")
         if not (init_std >= 0 and math.isfinite(init_std)):
             raise ValueError(f"init_std must be a non-negative finite number, got {init_std}")
         graph.validate()
@@ -123,7 +129,8 @@ class EnergyModel(nn.Module):
             if init_std == 0:
                 initial = torch.zeros(shape, dtype=dtype)
             else:
-                initial = torch.randn(shape, generator=generator, dtype=dtype) * init_std
+                where = None if generator is None else generator.device
+                initial = torch.randn(shape, generator=generator, dtype=dtype, device=where) * init_std
             weights[self.edge_key(a, b)] = nn.Parameter(initial.to(device))
         self.weights = nn.ParameterDict(weights)
 
@@ -157,6 +164,22 @@ class EnergyModel(nn.Module):
     def device(self) -> torch.device:
         return next(iter(self.biases.values())).device
 
+    def check_parameters(self) -> None:
+        """Raise ``ValueError`` naming the first parameter and index that is NaN or infinite.
+
+        A single infinite weight makes every input it reaches NaN (``0 * inf``), so
+        the public entry points call this before computing anything from the
+        parameters. The check reads one flag per parameter back from the device.
+        """
+        for name, parameter in self.named_parameters():
+            bad = ~torch.isfinite(parameter.detach())
+            if bool(bad.any()):
+                index = tuple(int(i) for i in bad.nonzero()[0])
+                raise ValueError(
+                    f"parameter {name} contains NaN or infinite values (first at index {index}: "
+                    f"{parameter[index].item()}); the model has diverged, so reload a checkpoint saved before"
+                )
+
     # States -------------------------------------------------------------------
 
     def check_state(
@@ -172,7 +195,9 @@ class EnergyModel(nn.Module):
         layer or a required layer is missing. The same holds when a tensor has the
         wrong width, dtype or device, or when batch sizes disagree. Values must be
         finite and inside the layer's unit family (samples only when
-        ``allow_means`` is false).
+        ``allow_means`` is false). A batch of 0 rows passes, so per-row results
+        are simply empty. Training and the sufficient statistics, which average
+        over rows, reject it.
         """
         if not isinstance(state, Mapping):
             raise TypeError(f"a state must be a mapping from layer name to tensor, got {type(state).__name__}")
@@ -237,11 +262,13 @@ class EnergyModel(nn.Module):
     def conditional(self, name: str, state: Mapping[str, torch.Tensor]) -> Conditional:
         """Distribution of layer ``name`` given its neighbours in ``state``."""
         state = self.check_state(state)
+        self.check_parameters()
         return Conditional(self.graph[name].units, self.input(name, state))
 
     def energy(self, state: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Energy of a full state (every layer present), shape ``(batch,)``."""
         state = self.check_state(state, required=self.graph.layer_names)
+        self.check_parameters()
         return self._energy_terms(state, kept=self.graph.layer_names)
 
     def _energy_terms(self, state: State, kept: Iterable[str]) -> torch.Tensor:
@@ -287,13 +314,14 @@ class EnergyModel(nn.Module):
                     )
         kept = [name for name in names if name not in summed]
         state = self.check_state({name: state[name] for name in state if name in kept}, required=kept)
+        self.check_parameters()
 
         free = self._energy_terms(state, kept=kept)
         for name in summed:
             free = free - self.graph[name].units.log_partition(self.input(name, state))
         return free
 
-    def schedule(self, clamped: Iterable[str] = ()):
+    def schedule(self, clamped: Iterable[str] = ()) -> Schedule:
         """Return the compiled :class:`~ebmgraph.schedule.Schedule` for ``clamped``, cached per set of layers."""
         from ebmgraph.schedule import compile_schedule
 

@@ -1,9 +1,15 @@
+import json
 import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
-from ebmgraph import DeepRelationalModel, EnergyModel, Gaussian, Graph, drm
+from ebmgraph import DeepRelationalModel, EnergyModel, Gaussian, Graph, drm, rbm
 from ebmgraph.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
@@ -135,3 +141,119 @@ def test_diverged_model_is_not_saved(tmp_path):
     with pytest.raises(ValueError, match="weights.x-h1 contains NaN"):
         save_checkpoint(tmp_path / "model.pt", model)
     assert not (tmp_path / "model.pt").exists()
+
+
+def test_plain_pickle_is_rejected_and_runs_nothing(tmp_path):
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "evil.pkl"
+    # Protocol 2 names os.system through a GLOBAL opcode, the classic code-execution pickle.
+    path.write_bytes(pickle.dumps(RunsCode(marker), protocol=2))
+
+    with pytest.raises(CheckpointError, match="evil.pkl contains objects other than plain data") as error:
+        load_checkpoint(path)
+    assert not marker.exists()
+    assert "system" in str(error.value)
+
+
+def test_rejection_message_is_one_line_without_unsafe_advice(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"payload": RunsCode(tmp_path / "code-ran")}, path)
+
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(path)
+    message = str(error.value)
+    assert "\n" not in message
+    assert "weights_only" not in message
+    assert "GLOBAL posix.system" in message or "system" in message
+
+
+def test_empty_file_is_rejected(tmp_path):
+    path = tmp_path / "empty.pt"
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty.pt is truncated or corrupted"):
+        load_checkpoint(path)
+
+
+def rewrite_payload(path, change):
+    """Load a checkpoint's raw payload, apply ``change`` to it and write it back with torch.save."""
+    payload = torch.load(path, weights_only=True)
+    change(payload)
+    torch.save(payload, path)
+
+
+def resized_graph(payload):
+    graph = json.loads(payload["graph"])
+    graph["layers"][1]["shape"] = [6]
+    payload["graph"] = json.dumps(graph)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda p: p.update(version=2), "model.pt has format version 2; this ebmgraph reads version 1"),
+        (lambda p: p.update(format="other-format"), "model.pt is not an ebmgraph checkpoint"),
+        (lambda p: p.update(kind="Sequential"), "model.pt names model class 'Sequential'"),
+        (lambda p: p.pop("parameters"), "model.pt is inconsistent: it has no entry 'parameters'"),
+        (lambda p: p.pop("graph"), "model.pt is inconsistent: it has no entry 'graph'"),
+        (lambda p: p.update(dtype="no_such_dtype"), "model.pt is inconsistent"),
+        (lambda p: p.update(metadata="[1, 2]"), "model.pt is inconsistent: metadata and training state must be dicts"),
+        (resized_graph, "model.pt is inconsistent: .*size mismatch"),
+        (lambda p: p["parameters"].pop("weights.v-h"), "model.pt is inconsistent: .*Missing key"),
+    ],
+)
+def test_mislabelled_checkpoint_is_rejected(tmp_path, change, message):
+    path = save_checkpoint(tmp_path / "model.pt", rbm(3, 4, init_std=0.5, generator=torch.Generator().manual_seed(0)))
+    rewrite_payload(path, change)
+    with pytest.raises(CheckpointError, match=message) as error:
+        load_checkpoint(path)
+    assert "\n" not in str(error.value)
+
+
+SAVE_FOREVER = """
+import sys
+import torch
+from ebmgraph import rbm
+from ebmgraph.checkpoint import save_checkpoint
+
+# 16 MB of float32 weights, so that one save takes long enough to be interrupted.
+model = rbm(2000, 2000, init_std=0.0)
+generation = 0
+while True:
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.fill_(generation)
+    save_checkpoint(sys.argv[1], model, metadata={"generation": generation})
+    print(generation, flush=True)
+    generation += 1
+"""
+
+
+def test_kill_during_save_keeps_previous_checkpoint(tmp_path):
+    script = tmp_path / "save_forever.py"
+    script.write_text(SAVE_FOREVER)
+    path = tmp_path / "out" / "model.pt"
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE, text=True, env=environment)
+    try:
+        completed = [int(process.stdout.readline()) for _ in range(2)]
+        # The temporary file exists only between the start of a save and its rename.
+        deadline = time.monotonic() + 120
+        while not list(path.parent.glob(".model.pt.*.tmp")):
+            assert time.monotonic() < deadline, "no save started within 120 s"
+            assert process.poll() is None, "the saving process ended by itself"
+            time.sleep(0.001)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+        completed += [int(line) for line in process.stdout.read().split()]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+
+    leftovers = list(path.parent.glob(".model.pt.*.tmp"))
+    assert len(leftovers) == 1, "the kill did not land inside a save"
+    model, _, metadata = load_checkpoint(path)
+    assert metadata["generation"] == completed[-1]
+    for name, parameter in model.named_parameters():
+        assert bool((parameter == completed[-1]).all()), name

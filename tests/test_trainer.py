@@ -89,7 +89,7 @@ def test_infinite_weight_is_reported_before_training():
     with torch.no_grad():
         model.weights["v-h"][0, 0] = float("inf")
     trainer = Trainer(model, CD(1), TrainingConfig())
-    with pytest.raises(DivergenceError, match="weights.v-h is non-finite before training \\(first at index \\(0, 0\\)\\)"):
+    with pytest.raises(DivergenceError, match="weights.v-h is non-finite before training \\(first at index \\(0, 0\\): inf\\)"):
         trainer.fit({"v": torch.tensor([[0.0, 1.0, 1.0]], dtype=torch.float64)})
 
 
@@ -99,7 +99,7 @@ def test_overflowing_step_raises_divergence_naming_step():
     # 1e38 times 14 exceeds the largest float32 (3.4e38), so the first weight becomes infinite.
     gradient = weight_only_gradient(model, [[14.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
 
-    with pytest.raises(DivergenceError, match="weights.v-h became non-finite at epoch 1, step 1 \\(first at index \\(0, 0\\)\\).*learning_rate=1e\\+38"):
+    with pytest.raises(DivergenceError, match="weights.v-h is non-finite at epoch 1, step 1 \\(first at index \\(0, 0\\): inf\\).*learning_rate=1e\\+38"):
         trainer.apply_gradient(gradient)
 
 
@@ -200,3 +200,21 @@ def test_unknown_clamped_layer_is_named():
     trainer = Trainer(rbm(6, 4), CD(1, clamped=["zz"]), TrainingConfig())
     with pytest.raises(ValueError, match="unknown layer 'zz'"):
         trainer.fit({"v": torch.ones(4, 6)})
+
+
+def test_exploding_weight_raises_divergence_naming_step():
+    model = reference_rbm()
+    trainer = Trainer(model, CD(1), TrainingConfig(learning_rate=1.0, max_abs_parameter=100.0))
+    gradient = weight_only_gradient(model, [[0.0, 0.0], [0.0, 150.0], [0.0, 0.0]])
+
+    with pytest.raises(DivergenceError, match="weights.v-h exceeds max_abs_parameter=100 at epoch 1, step 1 \\(first at index \\(1, 1\\): 150.2\\)"):
+        trainer.apply_gradient(gradient)
+
+
+def test_exploding_check_can_be_turned_off():
+    model = reference_rbm()
+    trainer = Trainer(model, CD(1), TrainingConfig(learning_rate=1.0, max_abs_parameter=float("inf")))
+
+    trainer.apply_gradient(weight_only_gradient(model, [[1e6, 0.0], [0.0, 0.0], [0.0, 0.0]]))
+
+    assert model.weights["v-h"][0, 0].item() == pytest.approx(1e6 + 0.5)

@@ -13,9 +13,14 @@ analytically), and this module averages their statistics over the batch.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from ebmgraph.model import EnergyModel, State
+
+if TYPE_CHECKING:
+    from ebmgraph.schedule import Schedule
 
 __all__ = ["sufficient_statistics", "log_likelihood_gradient", "block_means"]
 
@@ -34,24 +39,52 @@ def sufficient_statistics(model: EnergyModel, state: State) -> dict[str, torch.T
     dict of str to Tensor
         Keyed like ``model.named_parameters()``: ``"biases.<layer>"`` of shape
         ``(size,)`` and ``"weights.<a>-<b>"`` of shape ``(size of a, size of b)``.
+
+    Raises
+    ------
+    ValueError
+        When a layer is missing or the batch has no rows. Values are not checked.
     """
-    graph = model.graph
-    statistics = {name: graph[name].units.statistic(state[name]) for name in graph.layer_names}
-    batch = next(iter(statistics.values())).shape[0]
+    statistics, batch = _layer_statistics(model, state)
     result = {f"biases.{name}": statistic.mean(dim=0) for name, statistic in statistics.items()}
-    for a, b in graph.edges:
+    for a, b in model.graph.edges:
         result[f"weights.{model.edge_key(a, b)}"] = statistics[a].T @ statistics[b] / batch
     return result
 
 
+def _layer_statistics(model: EnergyModel, state: State) -> tuple[dict[str, torch.Tensor], int]:
+    """Return each layer's statistic ``t(s)`` and the batch size, after checking that every layer is present."""
+    graph = model.graph
+    missing = [name for name in graph.layer_names if name not in state]
+    if missing:
+        raise ValueError(f"the state for the statistics is missing layer {missing[0]!r}; every layer needs a value or mean")
+    statistics = {name: graph[name].units.statistic(state[name]) for name in graph.layer_names}
+    batch = next(iter(statistics.values())).shape[0]
+    if batch == 0:
+        # A mean over no rows is NaN, which would reach the parameters as a false divergence.
+        raise ValueError("the state for the statistics has 0 rows; a mini-batch needs at least one row")
+    return statistics, batch
+
+
 def log_likelihood_gradient(model: EnergyModel, data_state: State, model_state: State) -> dict[str, torch.Tensor]:
-    """Data term minus model term for every parameter (an ascent direction of the log-likelihood)."""
-    positive = sufficient_statistics(model, data_state)
-    negative = sufficient_statistics(model, model_state)
-    return {name: positive[name] - negative[name] for name in positive}
+    """Data term minus model term for every parameter (an ascent direction of the log-likelihood).
+
+    Equal to ``sufficient_statistics(data) - sufficient_statistics(model)`` up to
+    rounding. Each weight's gradient is one product with the other accumulated
+    into it, ``addmm_(data_a.T @ data_b, model_a.T, model_b, beta=1/n, alpha=-1/m)``,
+    so no weight-sized intermediate is formed per term. The two states may have
+    different batch sizes ``n`` and ``m`` (persistent chains).
+    """
+    data, n_data = _layer_statistics(model, data_state)
+    negative, n_model = _layer_statistics(model, model_state)
+    gradient = {f"biases.{name}": data[name].mean(dim=0) - negative[name].mean(dim=0) for name in model.graph.layer_names}
+    for a, b in model.graph.edges:
+        weight = torch.mm(data[a].T, data[b])
+        gradient[f"weights.{model.edge_key(a, b)}"] = weight.addmm_(negative[a].T, negative[b], beta=1.0 / n_data, alpha=-1.0 / n_model)
+    return gradient
 
 
-def block_means(schedule, state: State, block: int = 0) -> State:
+def block_means(schedule: Schedule, state: State, block: int = 0) -> State:
     """Replace the layers of one block by their conditional means given the rest of ``state``.
 
     Layers of a block are independent given the others and no statistic pairs two
