@@ -16,15 +16,22 @@ first updates the layers that read the data.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import networkx as nx
 import torch
 
+from ebmgraph.capture import CapturedCall, captured_key, check_capturable
+from ebmgraph.inplace import records_gradients, run_gibbs, run_mean_field
 from ebmgraph.model import EnergyModel, State
 from ebmgraph.units import UnitFamily
+
+if TYPE_CHECKING:
+    from ebmgraph.chains import PersistentChains
 
 __all__ = ["Schedule", "Block", "LayerUpdate", "compile_schedule", "MEAN_FIELD_INITS"]
 
@@ -58,7 +65,10 @@ class Schedule:
 
     Build it with :func:`compile_schedule` or :meth:`EnergyModel.schedule`. It reads
     the model's parameters at the start of every call, so it stays valid while
-    the model trains.
+    the model trains. A call that autograd does not record (grad mode off, or no
+    parameter or input that requires grad) runs in preallocated buffers with
+    in-place updates (:mod:`ebmgraph.inplace`); otherwise the loop below runs
+    out of place so that gradients can flow through mean field.
 
     Attributes
     ----------
@@ -76,6 +86,7 @@ class Schedule:
         self.clamped = clamped
         self.blocks = blocks
         self.free = tuple(name for name in model.graph.layer_names if name not in clamped)
+        self._captured: dict = {}
 
     def __repr__(self) -> str:
         blocks = " -> ".join("{" + ", ".join(block.layers) + "}" for block in self.blocks)
@@ -129,6 +140,7 @@ class Schedule:
         generator: torch.Generator | None = None,
         return_means: bool = False,
         validate: bool = True,
+        capture: bool = False,
     ) -> State | tuple[State, State]:
         """Run ``steps`` block-Gibbs sweeps and return the final state.
 
@@ -145,7 +157,11 @@ class Schedule:
         return_means : bool
             Also return the conditional means that the last sweep sampled from.
         validate : bool
-            Check the state's layers, shapes, dtypes and values first.
+            Check the state's layers, shapes, dtypes and values, and that every
+            parameter is finite, first.
+        capture : bool
+            Record the call as a CUDA graph on first use and replay it afterwards
+            (:mod:`ebmgraph.capture`); for small batches on a GPU. Needs a CUDA model.
 
         Returns
         -------
@@ -158,6 +174,10 @@ class Schedule:
         _check_steps(steps, minimum=1)
         state = self._start(state, validate)
         self._check_readable(state)
+        if capture:
+            return self._replay("gibbs", state, generator, steps=steps, return_means=return_means)
+        if not records_gradients(self.model, state):
+            return run_gibbs(self, state, steps, generator, return_means)
 
         plan = self._plan(state)
         means: State = {}
@@ -181,6 +201,7 @@ class Schedule:
         init: str | Mapping[str, torch.Tensor] = "zeros",
         damping: float = 0.0,
         validate: bool = True,
+        capture: bool = False,
     ) -> State:
         """Run ``steps`` mean-field sweeps and return the means of every layer.
 
@@ -206,13 +227,22 @@ class Schedule:
         damping : float in [0, 1)
             Weight of the old value in each update.
         validate : bool
-            Check the state's layers, shapes, dtypes and values first.
+            Check the state's layers, shapes, dtypes and values, and that every
+            parameter is finite, first.
+        capture : bool
+            Record the sweeps as a CUDA graph on first use and replay it afterwards
+            (:mod:`ebmgraph.capture`); the starting means are computed outside the
+            graph. Needs a CUDA model.
         """
         _check_steps(steps, minimum=0)
         if not 0.0 <= damping < 1.0:
             raise ValueError(f"damping must be in [0, 1), got {damping}")
         state = self._start(state, validate)
         self._initialise_means(state, init, validate)
+        if capture and steps > 0:
+            return self._replay("mean_field", state, None, steps=steps, damping=damping)
+        if steps > 0 and not records_gradients(self.model, state):
+            return run_mean_field(self, state, steps, damping)
 
         plan = self._plan(state)
         for _ in range(steps):
@@ -221,6 +251,19 @@ class Schedule:
                     new = units.mean(self._input(base, terms, state))
                     state[name] = new if damping == 0.0 else torch.lerp(new, state[name], damping)
         return state
+
+    def _replay(self, kind: str, state: State, generator: torch.Generator | None, **options):
+        """Run one call through its CUDA graph, recording the graph first for a new input layout."""
+        check_capturable(self, state)
+        key = captured_key(kind, state, generator, **options)
+        call = self._captured.get(key)
+        if call is None:
+            if kind == "gibbs":
+                run = functools.partial(run_gibbs, self, steps=options["steps"], generator=generator, return_means=options["return_means"])
+            else:
+                run = functools.partial(run_mean_field, self, steps=options["steps"], damping=options["damping"])
+            call = self._captured[key] = CapturedCall(run, state, generator)
+        return call(state)
 
     def _initialise_means(self, state: State, init, validate: bool) -> None:
         batch, like = _batch_of(state)
@@ -286,6 +329,7 @@ class Schedule:
     def _start(self, state: Mapping[str, torch.Tensor], validate: bool) -> State:
         if validate:
             state = self.model.check_state(state, required=self.clamped)
+            self.model.check_parameters()
         else:
             state = dict(state)
         if not state:
@@ -310,7 +354,7 @@ class Schedule:
         *,
         generator: torch.Generator | None = None,
         clamped_state: Mapping[str, torch.Tensor] | None = None,
-    ):
+    ) -> PersistentChains:
         """Start persistent chains: each free layer drawn from its biases-only conditional.
 
         Returns a :class:`~ebmgraph.chains.PersistentChains`.

@@ -26,9 +26,12 @@ import abc
 import itertools
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from ebmgraph.sampling import bernoulli_
 
 __all__ = [
     "UnitFamily",
@@ -86,6 +89,33 @@ class UnitFamily(abc.ABC):
         ``[0, 1]`` for Bernoulli units) are accepted as well as samples.
         """
 
+    def mean_(self, input: torch.Tensor) -> torch.Tensor:
+        """Expected state given the input, computed in ``input`` where the family allows it.
+
+        The engine's in-place form of :meth:`mean`: ``input`` is scratch space and its
+        values may be lost. Returns the mean, ``input`` itself or a new tensor. The
+        default calls :meth:`mean`.
+        """
+        return self.mean(input)
+
+    def sample_(
+        self,
+        input: torch.Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        out: torch.Tensor,
+        words: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Draw one state per row into ``out`` and return it; ``input`` may be overwritten.
+
+        The engine's in-place form of :meth:`sample`, drawing from the same
+        distribution. ``out`` has the shape and dtype of ``input`` and shares no
+        memory with it. ``words`` is int64 scratch from
+        :func:`ebmgraph.sampling.bulk_words` that a family may use for random bits.
+        The default copies the result of :meth:`sample`.
+        """
+        return out.copy_(self.sample(input, generator))
+
     def statistic(self, state: torch.Tensor) -> torch.Tensor:
         """Sufficient statistic ``t(s)`` that multiplies biases and weights."""
         return state
@@ -97,7 +127,7 @@ class UnitFamily(abc.ABC):
     def check_size(self, size: int, *, layer: str) -> None:
         """Raise ``ValueError`` naming ``layer`` if this family cannot have ``size`` units."""
 
-    def enumerate_states(self, size: int, *, dtype: torch.dtype, device=None) -> torch.Tensor:
+    def enumerate_states(self, size: int, *, dtype: torch.dtype, device: torch.device | str | None = None) -> torch.Tensor:
         """Enumerate every state of a layer of ``size`` units, shape ``(n_states, size)``.
 
         States are listed in counting order with the first unit as the most
@@ -151,27 +181,40 @@ class Bernoulli(UnitFamily):
 
     name = "bernoulli"
 
-    def mean(self, input):
+    def mean(self, input: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(input)
 
-    def sample(self, input, generator=None):
-        uniform = torch.rand(input.shape, dtype=input.dtype, device=input.device, generator=generator)
-        return (uniform < torch.sigmoid(input)).to(input.dtype)
+    def mean_(self, input: torch.Tensor) -> torch.Tensor:
+        return input.sigmoid_()
 
-    def log_partition(self, input):
+    def sample(self, input: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        # A draw carries no gradient; detaching lets the sampler work in place.
+        return bernoulli_(torch.sigmoid(input.detach()), generator, out=torch.empty_like(input))
+
+    def sample_(
+        self,
+        input: torch.Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        out: torch.Tensor,
+        words: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return bernoulli_(input.sigmoid_(), generator, out=out, words=words)
+
+    def log_partition(self, input: torch.Tensor) -> torch.Tensor:
         return F.softplus(input).sum(dim=-1)
 
-    def check_support(self, state, *, layer, allow_means):
+    def check_support(self, state: torch.Tensor, *, layer: str, allow_means: bool) -> None:
         _check_finite(state, layer)
         if allow_means:
             _check_values(state, (state >= 0) & (state <= 1), layer, "values in [0, 1] for bernoulli units")
         else:
             _check_values(state, (state == 0) | (state == 1), layer, "values in {0, 1} for bernoulli units")
 
-    def enumerate_states(self, size, *, dtype, device=None):
+    def enumerate_states(self, size: int, *, dtype: torch.dtype, device: torch.device | str | None = None) -> torch.Tensor:
         return _counting_states((0.0, 1.0), size, dtype=dtype, device=device)
 
-    def n_states(self, size):
+    def n_states(self, size: int) -> float:
         return 2.0**size
 
 
@@ -186,27 +229,41 @@ class Spin(UnitFamily):
 
     name = "spin"
 
-    def mean(self, input):
+    def mean(self, input: torch.Tensor) -> torch.Tensor:
         return torch.tanh(input)
 
-    def sample(self, input, generator=None):
-        uniform = torch.rand(input.shape, dtype=input.dtype, device=input.device, generator=generator)
-        return torch.where(uniform < torch.sigmoid(2 * input), 1.0, -1.0).to(input.dtype)
+    def mean_(self, input: torch.Tensor) -> torch.Tensor:
+        return input.tanh_()
 
-    def log_partition(self, input):
+    def sample(self, input: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.sample_(input.detach().clone(), generator, out=torch.empty_like(input))
+
+    def sample_(
+        self,
+        input: torch.Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        out: torch.Tensor,
+        words: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        # s = 2 b - 1 with b ~ Bernoulli(sigmoid(2 input)); exact in floating point.
+        bernoulli_(input.mul_(2).sigmoid_(), generator, out=out, words=words)
+        return out.mul_(2).sub_(1)
+
+    def log_partition(self, input: torch.Tensor) -> torch.Tensor:
         return torch.logaddexp(input, -input).sum(dim=-1)
 
-    def check_support(self, state, *, layer, allow_means):
+    def check_support(self, state: torch.Tensor, *, layer: str, allow_means: bool) -> None:
         _check_finite(state, layer)
         if allow_means:
             _check_values(state, state.abs() <= 1, layer, "values in [-1, 1] for spin units")
         else:
             _check_values(state, state.abs() == 1, layer, "values in {-1, +1} for spin units")
 
-    def enumerate_states(self, size, *, dtype, device=None):
+    def enumerate_states(self, size: int, *, dtype: torch.dtype, device: torch.device | str | None = None) -> torch.Tensor:
         return _counting_states((-1.0, 1.0), size, dtype=dtype, device=device)
 
-    def n_states(self, size):
+    def n_states(self, size: int) -> float:
         return 2.0**size
 
 
@@ -220,10 +277,10 @@ class Softmax(UnitFamily):
 
     name = "softmax"
 
-    def mean(self, input):
+    def mean(self, input: torch.Tensor) -> torch.Tensor:
         return torch.softmax(input, dim=-1)
 
-    def sample(self, input, generator=None):
+    def sample(self, input: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         # Inverse-CDF draw: one uniform number per row, no multinomial call.
         probs = torch.softmax(input, dim=-1)
         cumulative = probs.cumsum(dim=-1)
@@ -232,10 +289,10 @@ class Softmax(UnitFamily):
         index = index.clamp_(max=input.shape[-1] - 1)
         return torch.zeros_like(input).scatter_(-1, index, 1.0)
 
-    def log_partition(self, input):
+    def log_partition(self, input: torch.Tensor) -> torch.Tensor:
         return torch.logsumexp(input, dim=-1)
 
-    def check_support(self, state, *, layer, allow_means):
+    def check_support(self, state: torch.Tensor, *, layer: str, allow_means: bool) -> None:
         _check_finite(state, layer)
         tolerance = 1e-4 if state.dtype in (torch.float16, torch.bfloat16, torch.float32) else 1e-8
         if allow_means:
@@ -252,10 +309,10 @@ class Softmax(UnitFamily):
                 f"layer {layer!r}: expected {expected}, but row {row} sums to {state[row].sum().item()}"
             )
 
-    def enumerate_states(self, size, *, dtype, device=None):
+    def enumerate_states(self, size: int, *, dtype: torch.dtype, device: torch.device | str | None = None) -> torch.Tensor:
         return torch.eye(size, dtype=dtype, device=device)
 
-    def n_states(self, size):
+    def n_states(self, size: int) -> float:
         return float(size)
 
 
@@ -296,38 +353,54 @@ class Gaussian(UnitFamily):
             raise ValueError(f"Gaussian family has {std.shape[0]} standard deviations for a layer of {like.shape[-1]} units")
         return std**2
 
-    def check_size(self, size, *, layer):
+    def check_size(self, size: int, *, layer: str) -> None:
         if isinstance(self.std, tuple) and len(self.std) != size:
             raise ValueError(f"layer {layer!r}: Gaussian family has {len(self.std)} standard deviations for {size} units")
 
-    def statistic(self, state):
+    def statistic(self, state: torch.Tensor) -> torch.Tensor:
         if self.std == 1.0:
             return state
         return state / self._variance(state)
 
-    def self_energy(self, state):
+    def self_energy(self, state: torch.Tensor) -> torch.Tensor:
         return (state**2 / (2 * self._variance(state))).sum(dim=-1)
 
-    def mean(self, input):
+    def mean(self, input: torch.Tensor) -> torch.Tensor:
         return input
 
-    def sample(self, input, generator=None):
-        noise = torch.randn(input.shape, dtype=input.dtype, device=input.device, generator=generator)
-        variance = self._variance(input)
-        std = variance**0.5 if isinstance(variance, float) else variance.sqrt()
-        return input + std * noise
+    def mean_(self, input: torch.Tensor) -> torch.Tensor:
+        return input
 
-    def log_partition(self, input):
+    def sample(self, input: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        noise = torch.randn(input.shape, dtype=input.dtype, device=input.device, generator=generator)
+        return input + self._std(input) * noise
+
+    def sample_(
+        self,
+        input: torch.Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        out: torch.Tensor,
+        words: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        torch.randn(input.shape, dtype=input.dtype, device=input.device, generator=generator, out=out)
+        return out.mul_(self._std(input)).add_(input)
+
+    def _std(self, like: torch.Tensor) -> torch.Tensor | float:
+        variance = self._variance(like)
+        return variance**0.5 if isinstance(variance, float) else variance.sqrt()
+
+    def log_partition(self, input: torch.Tensor) -> torch.Tensor:
         # log of the integral of exp(-s^2 / (2 var) + s input / var) over s, per unit.
         variance = self._variance(input)
         log_variance = torch.log(torch.as_tensor(variance, dtype=input.dtype, device=input.device))
         per_unit = input**2 / (2 * variance) + 0.5 * (math.log(2 * math.pi) + log_variance)
         return per_unit.expand_as(input).sum(dim=-1)
 
-    def check_support(self, state, *, layer, allow_means):
+    def check_support(self, state: torch.Tensor, *, layer: str, allow_means: bool) -> None:
         _check_finite(state, layer)
 
-    def config(self):
+    def config(self) -> dict:
         return {"std": self.std if isinstance(self.std, float) else list(self.std)}
 
     def __repr__(self):
@@ -377,7 +450,7 @@ def register_unit_family(name: str, factory: Callable[[], UnitFamily], *, replac
     _REGISTRY[name] = factory
 
 
-def make_unit_family(name: str, **config) -> UnitFamily:
+def make_unit_family(name: str, **config: Any) -> UnitFamily:
     """Build the family registered as ``name`` with constructor arguments ``config``."""
     if not config:
         return get_unit_family(name)

@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 
 from ebmgraph.chains import PersistentChains
 from ebmgraph.learning.statistics import block_means
 from ebmgraph.model import EnergyModel, State
+from ebmgraph.schedule import compile_schedule
 
 __all__ = ["GradientEstimator", "CD", "PCD", "MeanFieldPCD", "MeanFieldCD", "make_estimator", "ESTIMATORS"]
 
@@ -105,7 +107,7 @@ class CD(GradientEstimator):
         self.k = _check_positive("k", k)
         self.mean_field_steps = _check_positive("mean_field_steps", mean_field_steps)
 
-    def phases(self, model, batch, generator):
+    def phases(self, model: EnergyModel, batch: State, generator: torch.Generator | None) -> tuple[State, State]:
         data_state = self.data_term(model, batch, self.mean_field_steps)
         schedule = model.schedule()
         chain = schedule.gibbs(data_state, self.k, generator=generator, validate=False)
@@ -141,29 +143,30 @@ class PCD(GradientEstimator):
     def _chains(self, model: EnergyModel, batch_size: int, generator) -> PersistentChains:
         if self.chains is not None and self.chains.schedule.model is model:
             return self.chains
+        schedule = _chain_schedule(model)
         if self._saved_chains is not None:
-            self.chains = PersistentChains(model.schedule(), self._saved_chains["state"])
+            self.chains = PersistentChains(schedule, self._saved_chains["state"])
             self.chains.n_sweeps = int(self._saved_chains["n_sweeps"])
             self._saved_chains = None
         else:
-            self.chains = model.schedule().init_chains(self.n_chains or batch_size, generator=generator)
+            self.chains = schedule.init_chains(self.n_chains or batch_size, generator=generator)
         return self.chains
 
-    def model_term(self, model: EnergyModel, batch_size: int, generator) -> State:
+    def model_term(self, model: EnergyModel, batch_size: int, generator: torch.Generator | None) -> State:
         chains = self._chains(model, batch_size, generator)
-        state = chains.advance(self.k, generator=generator)
-        return block_means(chains.schedule, state)
+        state, means = chains.advance(self.k, generator=generator, return_means=True)
+        return {**state, **{name: means[name] for name in chains.schedule.blocks[-1].layers}}
 
-    def phases(self, model, batch, generator):
+    def phases(self, model: EnergyModel, batch: State, generator: torch.Generator | None) -> tuple[State, State]:
         data_state = self.data_term(model, batch, self.mean_field_steps)
         return data_state, self.model_term(model, _batch_size(batch), generator)
 
-    def state_dict(self):
+    def state_dict(self) -> dict:
         if self.chains is None:
             return {} if self._saved_chains is None else {"chains": self._saved_chains}
         return {"chains": self.chains.state_dict()}
 
-    def load_state_dict(self, saved):
+    def load_state_dict(self, saved: dict) -> None:
         self.chains = None
         self._saved_chains = saved.get("chains")
 
@@ -207,7 +210,7 @@ class MeanFieldCD(GradientEstimator):
             raise ValueError(f"reconstruction must be 'sample' or 'mean', got {reconstruction!r}")
         self.reconstruction = reconstruction
 
-    def phases(self, model, batch, generator):
+    def phases(self, model: EnergyModel, batch: State, generator: torch.Generator | None) -> tuple[State, State]:
         layers = self.data_layers(model)
         schedule = model.schedule(layers)
         data_state = schedule.mean_field(batch, self.steps, validate=False)
@@ -228,6 +231,18 @@ class MeanFieldCD(GradientEstimator):
         return f"MeanFieldCD(steps={self.steps}, reconstruction={self.reconstruction!r})"
 
 
+def _chain_schedule(model: EnergyModel):
+    """Compile the unclamped schedule with its blocks in reverse order, for persistent chains.
+
+    A sweep then ends with the block next to the data. The means its last draw
+    came from are that block's conditional means given the final state, which
+    the model term uses in place of the samples (Rao-Blackwellisation), so no
+    extra product recomputes them.
+    """
+    blocks = [block.layers for block in reversed(model.schedule().blocks)]
+    return compile_schedule(model, (), blocks=blocks)
+
+
 def _batch_size(batch: State) -> int:
     return next(iter(batch.values())).shape[0]
 
@@ -235,7 +250,7 @@ def _batch_size(batch: State) -> int:
 ESTIMATORS = {"cd": CD, "pcd": PCD, "mf-pcd": MeanFieldPCD, "mf-cd": MeanFieldCD}
 
 
-def make_estimator(name: str, **options) -> GradientEstimator:
+def make_estimator(name: str, **options: Any) -> GradientEstimator:
     """Build an estimator by name: ``"cd"``, ``"pcd"``, ``"mf-pcd"`` or ``"mf-cd"`` (the DRM recipe)."""
     if name not in ESTIMATORS:
         raise ValueError(f"unknown training algorithm {name!r}; choose one of {sorted(ESTIMATORS)}")

@@ -1,0 +1,5 @@
+import sys
+
+from ebmgraph.bench.cli import main
+
+sys.exit(main())
