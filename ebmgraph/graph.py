@@ -98,10 +98,12 @@ class Graph:
 
     Examples
     --------
+    >>> from ebmgraph import Graph
     >>> g = Graph()
     >>> g.add_layer("v", 784, visible=True)
-    >>> g.add_layer("h1", 500)
-    >>> g.add_layer("h2", 500)
+    Layer(name='v', shape=(784,), units=Bernoulli(), visible=True, size=784)
+    >>> _ = g.add_layer("h1", 500)
+    >>> _ = g.add_layer("h2", 500)
     >>> g.add_edge("v", "h1")
     >>> g.add_edge("h1", "h2")
     >>> g.layer_names

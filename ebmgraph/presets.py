@@ -7,6 +7,7 @@ Each preset only declares a graph through the public API and builds an
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -23,7 +24,7 @@ def rbm(
     *,
     visible_units: str | UnitFamily = "bernoulli",
     hidden_units: str | UnitFamily = "bernoulli",
-    **model_options,
+    **model_options: Any,
 ) -> EnergyModel:
     r"""Build a restricted Boltzmann machine with layers ``"v"`` (visible) and ``"h"``.
 
@@ -44,7 +45,7 @@ def dbm(
     *,
     visible_units: str | UnitFamily = "bernoulli",
     hidden_units: str | UnitFamily = "bernoulli",
-    **model_options,
+    **model_options: Any,
 ) -> EnergyModel:
     r"""Build a deep Boltzmann machine: a chain ``v - h1 - ... - hL`` with ``sizes = (n_visible, n_h1, ..., n_hL)``.
 
@@ -71,7 +72,7 @@ def drm(
     x_units: str | UnitFamily = "bernoulli",
     hidden_units: str | UnitFamily = "bernoulli",
     y_units: str | UnitFamily = "bernoulli",
-    **model_options,
+    **model_options: Any,
 ) -> "DeepRelationalModel":
     """Build a deep relational model: hidden layers ``h1 .. hL`` between two visible layers ``x`` and ``y``.
 
