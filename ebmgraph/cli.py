@@ -1,4 +1,4 @@
-"""The ``ebmgraph`` command: train, evaluate, generate and compare on MNIST.
+"""The ``ebmgraph`` command: train, evaluate, generate, compare, reproduce and likelihood, on MNIST.
 
 Every subcommand has ``--help``. Errors in arguments or files end with a one-line
 message on standard error and exit status 2.
@@ -9,19 +9,25 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from ebmgraph import datasets
+from ebmgraph import datasets, distributed, graph_training, reproduce
+from ebmgraph._io import write_atomic
 from ebmgraph.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ebmgraph.estimators.ais import ais_log_partition, default_betas
+from ebmgraph.estimators.likelihood import estimate_log_likelihood
 from ebmgraph.experiments import FAMILIES, ClassificationData, DeepBeliefNet, Protocol, mean_field_error, run_family
 from ebmgraph.images import save_image_grid
 from ebmgraph.learning.finetune import FeedForward, classification_error
+from ebmgraph.learning.resume import EpochCheckpoint
 from ebmgraph.learning.trainer import DivergenceError
 from ebmgraph.presets import DeepRelationalModel
+from ebmgraph.reproduce import TABLE1_FIRST, TABLE1_SECOND
 
 logger = logging.getLogger("ebmgraph")
 
@@ -42,6 +48,7 @@ def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--finetune-epochs", type=int, default=10, help="epochs of back-propagation fine-tuning (default: 10)")
     group.add_argument("--batch-size", type=int, default=20, help="rows per mini-batch (default: 20)")
     group.add_argument("--lr", type=float, default=0.1, help="learning rate of pretraining and generative training (default: 0.1)")
+    group.add_argument("--dbm-lr", type=float, default=None, help="learning rate of the DBM's training after pretraining (default: --lr)")
     group.add_argument("--finetune-lr", type=float, default=0.1, help="learning rate of back-propagation (default: 0.1)")
     group.add_argument("--momentum", type=float, default=0.0, help="momentum (default: 0)")
     group.add_argument("--weight-decay", type=float, default=0.0, help="L2 penalty on weights (default: 0)")
@@ -57,15 +64,39 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
 
 
+def _add_resume_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("interruption (drm and dbm)")
+    group.add_argument(
+        "--checkpoint-every-epoch",
+        action="store_true",
+        help="after pretraining and after every epoch of generative training, replace OUTPUT/FAMILY-training.pt with the "
+        "model, optimizer, persistent chains, generator state, epoch and step; the file is written atomically, "
+        "and kept as it was if training diverges",
+    )
+    group.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="continue the generative training from a FAMILY-training.pt of an interrupted run started with the same data, "
+        "protocol and seed options (--epochs may grow); pretraining is not rerun, because the file contains its result, "
+        "and per-epoch checkpoints continue",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ebmgraph", description="Energy-based models over layered graphs, on MNIST.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train one model family and save a checkpoint", description="Train one model family on MNIST and save a checkpoint and metrics.")
-    train.add_argument("--family", choices=["drm", "dbm", "dbn"], default="drm", help="model family (default: drm)")
+    train.add_argument("--family", choices=["drm", "dbm", "dbn", "rbm", "dnn"], default="drm", help="model family; rbm is x - h with h of size --hidden[0] (default: drm)")
+    train.add_argument("--graph", type=Path, default=None, metavar="FILE", help="train the graph declared in this JSON file (Graph.to_dict format) instead of a family")
+    train.add_argument("--algorithm", choices=["cd", "pcd", "mf-pcd", "mf-cd"], default=None, help="estimator for --graph and --family rbm (default: cd)")
+    train.add_argument("--k", type=int, default=1, help="Gibbs sweeps per update of cd, pcd and mf-pcd (default: 1)")
     _add_data_options(train)
     _add_protocol_options(train)
     _add_run_options(train)
+    _add_resume_options(train)
 
     evaluate = commands.add_parser("evaluate", help="test error of a checkpoint", description="Measure the MNIST test error of a checkpoint.")
     evaluate.add_argument("checkpoint", type=Path, help="checkpoint written by 'ebmgraph train'")
@@ -92,10 +123,45 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(compare)
     _add_protocol_options(compare)
     _add_run_options(compare)
+
+    likelihood = commands.add_parser(
+        "likelihood",
+        help="test log-likelihood of a checkpoint by AIS",
+        description="Estimate log Z of a checkpoint by annealed importance sampling and the average log-likelihood log p(x) "
+        "of stochastically binarised MNIST test images (the other layers, the label layer included, summed out).",
+    )
+    likelihood.add_argument("checkpoint", type=Path, help="checkpoint written by 'ebmgraph train'")
+    likelihood.add_argument("--runs", type=int, default=100, help="parallel AIS runs (default: 100)")
+    likelihood.add_argument("--temperatures", type=int, default=14_500, help="AIS inverse temperatures between 0 and 1, spaced as 500:4000:10000 (default: 14500)")
+    likelihood.add_argument("--test-size", type=int, default=10_000, help="test images evaluated, the first ones (default: 10000)")
+    likelihood.add_argument("--steps", type=int, default=50, help="mean-field sweeps of the variational bound (default: 50)")
+    likelihood.add_argument("--seed", type=int, default=0, help="seed of the binarisation and of AIS (default: 0)")
+    _add_data_options(likelihood)
+    likelihood.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    likelihood.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    reproduce = commands.add_parser(
+        "reproduce",
+        help="rerun the DRM paper's Table 1, Figure 4 or Figure 5",
+        description="Rerun an experiment of the DRM paper and write its table (Markdown and CSV) and figure beside the paper's values. "
+        "Rows already in the output folder are kept, so an interrupted run resumes.",
+    )
+    reproduce.add_argument("experiment", choices=["table1", "figure4", "figure5"], help="what to reproduce")
+    reproduce.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds run for every cell (default: 0)")
+    reproduce.add_argument("--more-seeds", type=int, nargs="*", default=[], help="further seeds for the [400, 400] cell (default: none)")
+    reproduce.add_argument("--first", type=int, nargs="+", default=list(TABLE1_FIRST), help="table1: sizes of h1 (default: 200 300 400 500)")
+    reproduce.add_argument("--second", type=int, nargs="+", default=list(TABLE1_SECOND), help="table1: sizes of h2 (default: 50 100 200 300 400 500)")
+    reproduce.add_argument(
+        "--architectures", nargs="+", default=["400x200", "400x400"], help="figure4: hidden sizes as H1xH2[x...] (default: 400x200 400x400)"
+    )
+    reproduce.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES), help="figure4: families to run (default: all)")
+    _add_data_options(reproduce)
+    _add_protocol_options(reproduce)
+    _add_run_options(reproduce)
     return parser
 
 
-def check_arguments(args) -> None:
+def check_arguments(args: argparse.Namespace) -> None:
     """Reject invalid options before data loading and training start."""
     device = getattr(args, "device", "cpu")
     try:
@@ -104,7 +170,7 @@ def check_arguments(args) -> None:
         raise ValueError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
     if parsed.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {device} was requested but CUDA is not available on this machine")
-    for name in ("train_size", "validation_size", "batch_size", "steps"):
+    for name in ("train_size", "validation_size", "batch_size", "steps", "runs", "test_size", "k"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -112,16 +178,34 @@ def check_arguments(args) -> None:
         value = getattr(args, name, None)
         if value is not None and value < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {value}")
-    for name in ("lr", "finetune_lr"):
+    for name in ("lr", "finetune_lr", "dbm_lr"):
         value = getattr(args, name, None)
         if value is not None and not (value > 0 and value < float("inf")):
             raise ValueError(f"--{name.replace('_', '-')} must be a positive finite number, got {value}")
+    for name in ("first", "second"):
+        for value in getattr(args, name, None) or []:
+            if value < 1:
+                raise ValueError(f"--{name} sizes must be at least 1, got {value}")
+    for text in getattr(args, "architectures", None) or []:
+        _architecture(text)
     output = getattr(args, "output", None)
     if output is not None and output.exists() and not output.is_dir():
         raise ValueError(f"--output {output} is a file; pass a folder")
 
 
-def load_data(args, device, generator: torch.Generator, *, with_test: bool = True) -> ClassificationData:
+def _architecture(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split("x"))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--architectures entry {text!r} is not hidden sizes such as 400x200")
+    return sizes
+
+
+def load_data(
+    args: argparse.Namespace, device: torch.device | str, generator: torch.Generator, *, with_test: bool = True
+) -> ClassificationData:
     """Load the protocol's random training subset, a disjoint validation subset, and the test set."""
     train = datasets.mnist(args.data, split="train", download=not args.no_download, device=device)
     if args.train_size + args.validation_size > len(train):
@@ -141,7 +225,7 @@ def load_data(args, device, generator: torch.Generator, *, with_test: bool = Tru
     )
 
 
-def protocol_from(args) -> Protocol:
+def protocol_from(args: argparse.Namespace) -> Protocol:
     return Protocol(
         hidden=tuple(args.hidden),
         epochs=args.epochs,
@@ -155,17 +239,30 @@ def protocol_from(args) -> Protocol:
         mean_field_steps=args.steps,
         y_units=args.y_units,
         learning_rate_schedule=args.lr_schedule,
+        dbm_learning_rate=args.dbm_lr,
     )
 
 
-def command_train(args) -> None:
-    generator = torch.Generator().manual_seed(args.seed)
+def command_train(args: argparse.Namespace) -> None:
+    if args.graph is not None or args.family in ("rbm", "dnn"):
+        command_train_other(args)
+        return
+    if args.algorithm is not None:
+        raise ValueError(f"--algorithm applies to --graph and --family rbm; --family {args.family} has its own recipe")
+    # Under torchrun every rank trains on its shard of each mini-batch, and rank 0 alone logs, writes and prints.
+    args.device = str(distributed.init_from_environment(args.device))
+    main_process = distributed.is_main_process()
+    if not main_process:
+        logging.getLogger().setLevel(logging.WARNING)
+    generator = torch.Generator(device=args.device).manual_seed(args.seed)
     start = time.perf_counter()
+    epoch_checkpoint, resume = resume_options(args)
     data = load_data(args, args.device, generator)
     protocol = protocol_from(args)
     trained: dict = {}
 
-    result = run_family(args.family, data, protocol, generator=generator, progress=not args.quiet, trained=trained)
+    result = run_family(args.family, data, protocol, generator=generator, progress=not args.quiet and main_process, trained=trained,
+                        checkpoint=epoch_checkpoint, resume=resume)
     generative = trained[args.family]
     model = generative.model if isinstance(generative, DeepBeliefNet) else generative
     records = [result.summary()]
@@ -178,7 +275,10 @@ def command_train(args) -> None:
                                  "state": fine.model.state_dict()}
 
     metadata = {"command": " ".join(sys.argv), "family": args.family, "seed": args.seed, "protocol": protocol.__dict__, "results": records,
-                "wall_seconds": time.perf_counter() - start, "train_size": args.train_size, "validation_size": args.validation_size}
+                "wall_seconds": time.perf_counter() - start, "train_size": args.train_size, "validation_size": args.validation_size,
+                "world_size": distributed.get_world_size()}
+    if not main_process:
+        return
     args.output.mkdir(parents=True, exist_ok=True)
     checkpoint = save_checkpoint(args.output / f"{args.family}.pt", model, training=training, metadata=metadata)
     metrics = args.output / f"{args.family}-metrics.json"
@@ -186,6 +286,89 @@ def command_train(args) -> None:
     for record in records:
         print(f"{record['family']}: validation error {record['validation_error']:.2%}, test error {record['test_error']:.2%}, {record['seconds']:.0f} s")
     print(f"wrote {checkpoint} and {metrics}")
+
+
+def command_train_other(args: argparse.Namespace) -> None:
+    """Train a graph file, the RBM or the DNN; write ``NAME.pt`` (or ``dnn-network.pt``) and ``NAME-metrics.json``."""
+    if args.checkpoint_every_epoch or args.resume is not None:
+        raise ValueError("--checkpoint-every-epoch and --resume apply to --family drm and dbm")
+    if distributed.get_world_size() > 1 or "WORLD_SIZE" in os.environ:
+        raise ValueError("--graph, --family rbm and --family dnn run as a single process; launch them without torchrun")
+    generator = torch.Generator(device=args.device).manual_seed(args.seed)
+    start = time.perf_counter()
+    graph = None if args.graph is None else graph_training.read_graph(args.graph)
+    data = load_data(args, args.device, generator)
+    protocol = protocol_from(args)
+
+    if args.graph is None and args.family == "dnn":
+        name = "dnn"
+        record, network = graph_training.train_dnn(data, protocol, generator)
+        records = [record]
+        args.output.mkdir(parents=True, exist_ok=True)
+        written = write_atomic(args.output / "dnn-network.pt", lambda handle: torch.save(network, handle))
+    else:
+        name = "rbm" if args.graph is None else args.graph.stem
+        graph = graph or graph_training.rbm_graph(data.train_x.shape[1], protocol.hidden[0])
+        model = graph_training.build_model(graph, data, generator)
+        record = graph_training.train_graph(model, data, protocol, algorithm=args.algorithm or "cd", k=args.k, generator=generator,
+                                            progress=not args.quiet)
+        record["family"] = name
+        records = [record]
+        args.output.mkdir(parents=True, exist_ok=True)
+        written = save_checkpoint(args.output / f"{name}.pt", model, metadata={"command": " ".join(sys.argv), "family": name, "seed": args.seed})
+
+    metadata = {"command": " ".join(sys.argv), "family": name, "seed": args.seed, "protocol": protocol.__dict__, "results": records,
+                "wall_seconds": time.perf_counter() - start, "train_size": args.train_size, "validation_size": args.validation_size}
+    metrics = args.output / f"{name}-metrics.json"
+    metrics.write_text(json.dumps(metadata, indent=2, default=list))
+    for record in records:
+        figures = [f"{key.replace('_', ' ')} {record[key]:.2%}" for key in ("validation_error", "test_error") if record.get(key) is not None]
+        if "reconstruction_error" in record:
+            figures.append(f"validation reconstruction error {record['reconstruction_error']:.4g}")
+        print(f"{record['family']}: {', '.join(figures)}, {record['seconds']:.0f} s")
+    print(f"wrote {written} and {metrics}")
+
+
+# Protocol fields that may differ between an interrupted run and its resumption: the
+# number of epochs may grow, and fine-tuning runs only after the generative training.
+RESUMABLE_CHANGES = ("epochs", "finetune_epochs", "finetune_learning_rate")
+OPTION_NAMES = {"learning_rate": "--lr", "mean_field_steps": "--steps", "learning_rate_schedule": "--lr-schedule", "dbm_learning_rate": "--dbm-lr"}
+
+
+def resume_options(args: argparse.Namespace) -> tuple[EpochCheckpoint | None, Path | None]:
+    """Return the per-epoch checkpoint and the file to resume from, after checking that the file fits this run."""
+    if not args.checkpoint_every_epoch and args.resume is None:
+        return None, None
+    if args.family not in ("drm", "dbm"):
+        raise ValueError(f"--checkpoint-every-epoch and --resume apply to the generative training of drm and dbm; --family {args.family} has none")
+    identity = {
+        "family": args.family,
+        "seed": args.seed,
+        "train_size": args.train_size,
+        "validation_size": args.validation_size,
+        "protocol": json.loads(json.dumps(protocol_from(args).__dict__, default=list)),
+    }
+    if args.resume is not None:
+        _check_resume_file(args.resume, identity)
+    return EpochCheckpoint(args.output / f"{args.family}-training.pt", metadata=identity), args.resume
+
+
+def _check_resume_file(path: Path, identity: dict) -> None:
+    """Raise ValueError naming the first option whose value differs from the run that wrote ``path``."""
+    _, training, saved = load_checkpoint(path)
+    if "trainer" not in training:
+        raise ValueError(f"--resume {path} contains no training state; pass a FAMILY-training.pt written with --checkpoint-every-epoch")
+    pairs = [(f"--{key.replace('_', '-')}", saved.get(key), identity[key]) for key in ("family", "seed", "train_size", "validation_size")]
+    saved_protocol = saved.get("protocol", {})
+    for key, value in identity["protocol"].items():
+        if key not in RESUMABLE_CHANGES:
+            pairs.append((OPTION_NAMES.get(key, f"--{key.replace('_', '-')}"), saved_protocol.get(key), value))
+    for option, before, now in pairs:
+        if before != now:
+            raise ValueError(
+                f"--resume {path} was written with {option} {before}, but this run has {option} {now}; "
+                "pass the options of the interrupted run"
+            )
 
 
 def _hidden_means(model, data: ClassificationData, steps: int) -> tuple[dict, dict]:
@@ -205,7 +388,7 @@ def _hidden_means(model, data: ClassificationData, steps: int) -> tuple[dict, di
     return overall, per_label
 
 
-def command_evaluate(args) -> None:
+def command_evaluate(args: argparse.Namespace) -> None:
     model, training, metadata = load_checkpoint(args.checkpoint, map_location=args.device)
     test = datasets.mnist(args.data, split="test", download=not args.no_download, device=args.device)
     if args.readout == "finetuned":
@@ -228,7 +411,7 @@ def _finetuned_network(training: dict, model, device) -> FeedForward:
     return network
 
 
-def command_generate(args) -> None:
+def command_generate(args: argparse.Namespace) -> None:
     model, training, metadata = load_checkpoint(args.checkpoint, map_location=args.device)
     if not isinstance(model, DeepRelationalModel):
         raise ValueError(f"checkpoint {args.checkpoint} contains a {type(model).__name__}, which cannot generate from labels; pass a DRM checkpoint")
@@ -260,8 +443,44 @@ def command_generate(args) -> None:
     print(f"wrote {generated_path} and {means_path}")
 
 
-def command_compare(args) -> None:
-    generator = torch.Generator().manual_seed(args.seed)
+def command_likelihood(args: argparse.Namespace) -> None:
+    if args.temperatures < 10:
+        raise ValueError(f"--temperatures must be at least 10, got {args.temperatures}")
+    model, _, metadata = load_checkpoint(args.checkpoint, map_location=args.device)
+    generator = torch.Generator(device=args.device).manual_seed(args.seed)
+    train = datasets.mnist(args.data, split="train", download=not args.no_download, device=args.device, dtype=model.dtype)
+    test = datasets.mnist(args.data, split="test", download=not args.no_download, device=args.device, dtype=model.dtype)
+    if "x" not in model.graph.visible:
+        raise ValueError(f"checkpoint {args.checkpoint} has no visible layer 'x' for the MNIST images")
+
+    # The models are trained on intensities in [0, 1]; likelihoods are reported, as is usual
+    # for MNIST, on images binarised by sampling each pixel with its intensity.
+    data = {"x": datasets.binarize(train.images, generator=generator)}
+    if "y" in model.graph.visible:
+        data["y"] = datasets.one_hot(train.labels, model.graph["y"].size, dtype=model.dtype)
+    observed = {"x": datasets.binarize(test.images[: args.test_size], generator=generator)}
+    betas = default_betas(_temperature_segments(args.temperatures))
+
+    start = time.perf_counter()
+    result = ais_log_partition(model, data, generator=generator, betas=betas, n_runs=args.runs, progress=not args.quiet)
+    estimate = estimate_log_likelihood(model, observed, result, steps=args.steps)
+    seconds = time.perf_counter() - start
+    kind = "exact free energy" if estimate.exact_free_energy else "mean-field lower bound on log p(x) - log Z"
+    print(f"{args.checkpoint}: log Z = {result.log_z:.2f} (interval {result.log_z_low:.2f} .. {result.log_z_high:.2f}, "
+          f"{args.runs} runs, {len(betas)} temperatures, effective sample size {result.effective_sample_size:.1f})")
+    print(f"average test log p(x) = {estimate.mean:.2f} nats (interval {estimate.low:.2f} .. {estimate.high:.2f}; {kind}; "
+          f"{estimate.n_rows} binarised test images, {seconds:.0f} s)")
+
+
+def _temperature_segments(count: int) -> list[tuple[float, int]]:
+    """Split ``count`` temperature steps over [0, 0.5], [0.5, 0.9] and [0.9, 1] in the ratio 500 : 4000 : 10000."""
+    first = max(1, round(count * 500 / 14_500))
+    second = max(1, round(count * 4_000 / 14_500))
+    return [(0.5, first), (0.9, second), (1.0, max(1, count - 1 - first - second))]
+
+
+def command_compare(args: argparse.Namespace) -> None:
+    generator = torch.Generator(device=args.device).manual_seed(args.seed)
     data = load_data(args, args.device, generator)
     protocol = protocol_from(args)
     trained: dict = {}
@@ -280,7 +499,27 @@ def command_compare(args) -> None:
     print(f"wrote {table} and {args.output / 'compare.json'}")
 
 
-COMMANDS = {"train": command_train, "evaluate": command_evaluate, "generate": command_generate, "compare": command_compare}
+def command_reproduce(args: argparse.Namespace) -> None:
+    protocol = protocol_from(args)
+    command = "ebmgraph " + " ".join(sys.argv[1:])
+
+    def load(seed: int) -> ClassificationData:
+        return load_data(args, args.device, torch.Generator(device=args.device).manual_seed(seed))
+
+    common = {"command": command, "progress": not args.quiet}
+    if args.experiment == "table1":
+        path = reproduce.table1(load, protocol, args.output, seeds=args.seeds, more_seeds=args.more_seeds,
+                                first=args.first, second=args.second, **common)
+    elif args.experiment == "figure4":
+        path = reproduce.figure4(load, protocol, args.output, seeds=args.seeds, more_seeds=args.more_seeds,
+                                 hidden_sizes=[_architecture(text) for text in args.architectures], families=args.families, **common)
+    else:
+        path = reproduce.figure5(load, protocol, args.output, seed=args.seeds[0], **common)
+    print(path.read_text())
+    print(f"wrote {path} and the files beside it in {args.output}")
+
+
+COMMANDS = {"train": command_train, "evaluate": command_evaluate, "generate": command_generate, "compare": command_compare, "reproduce": command_reproduce, "likelihood": command_likelihood}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError, CheckpointError, DivergenceError, RuntimeError) as error:
         print(f"ebmgraph {args.command}: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        distributed.shutdown()
     return 0
 
 

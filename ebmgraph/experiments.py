@@ -23,16 +23,19 @@ without fine-tuning; the label layer on top, as here, is this library's choice.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
 
+from ebmgraph import distributed as data_parallel
 from ebmgraph.graph import Graph
 from ebmgraph.learning.algorithms import CD, MeanFieldCD, MeanFieldPCD
 from ebmgraph.learning.finetune import FeedForward, finetune, unroll
 from ebmgraph.learning.pretrain import bottom_up_order, greedy_pretrain, outside_in_order
+from ebmgraph.learning.resume import EpochCheckpoint, load_training_checkpoint
 from ebmgraph.learning.trainer import Trainer, TrainingConfig
 from ebmgraph.model import EnergyModel
 from ebmgraph.presets import DeepRelationalModel, drm
@@ -68,6 +71,10 @@ class Protocol:
     learning_rate_schedule : {"constant", "linear"}
         Learning-rate schedule of the generative training (pretraining keeps a
         constant rate).
+    dbm_learning_rate : float, optional
+        Learning rate of the DBM's generative training (after pretraining) in
+        place of ``learning_rate``; the persistent chains of the DBM recipe
+        diverge at the DRM paper's 0.1.
     """
 
     hidden: tuple[int, ...] = (400, 400)
@@ -82,12 +89,13 @@ class Protocol:
     mean_field_steps: int = 10
     y_units: str = "bernoulli"
     learning_rate_schedule: str = "constant"
+    dbm_learning_rate: float | None = None
 
-    def config(self, epochs: int, *, learning_rate_schedule: str = "constant") -> TrainingConfig:
+    def config(self, epochs: int, *, learning_rate_schedule: str = "constant", learning_rate: float | None = None) -> TrainingConfig:
         return TrainingConfig(
             epochs=epochs,
             batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
+            learning_rate=self.learning_rate if learning_rate is None else learning_rate,
             momentum=self.momentum,
             weight_decay=self.weight_decay,
             learning_rate_schedule=learning_rate_schedule,
@@ -106,7 +114,7 @@ class ClassificationData:
     test_labels: torch.Tensor | None = None
     n_classes: int = 10
 
-    def train_y(self, dtype=torch.float32) -> torch.Tensor:
+    def train_y(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return torch.nn.functional.one_hot(self.train_labels, self.n_classes).to(dtype=dtype, device=self.train_x.device)
 
 
@@ -127,16 +135,22 @@ class FamilyResult:
         return record
 
 
-def mean_field_error(model: DeepRelationalModel, x: torch.Tensor, labels: torch.Tensor, *, steps: int, batch_size: int = 1000) -> float:
-    """Classification error of the mean-field read-out ``argmax E[y | x]``."""
-    if x.shape[0] == 0:
-        raise ValueError("cannot measure a classification error on empty data")
-    wrong = 0
-    with torch.no_grad():
-        for start in range(0, x.shape[0], batch_size):
-            predicted = model.classify(x[start : start + batch_size], steps)
-            wrong += int((predicted != labels[start : start + batch_size]).sum())
-    return wrong / x.shape[0]
+def mean_field_error(
+    model: DeepRelationalModel,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    steps: int,
+    batch_size: int = 1000,
+    distributed: bool | None = None,
+) -> float:
+    """Classification error of the mean-field read-out ``argmax E[y | x]``.
+
+    In data-parallel use (``distributed``, see :func:`ebmgraph.distributed.resolve`)
+    each rank classifies its share of the rows and the counts are all-reduced, so
+    every rank of the process group must call this.
+    """
+    return _error(lambda rows: model.classify(rows, steps), x, labels, batch_size, distributed=distributed)
 
 
 def _chain(model: EnergyModel) -> list[str]:
@@ -154,37 +168,64 @@ def _validation_callback(data: ClassificationData, steps: int):
     """Add the mean-field validation error to each epoch's record."""
 
     def callback(trainer: Trainer, record: dict) -> None:
-        record["validation_error"] = mean_field_error(trainer.model, data.validation_x, data.validation_labels, steps=steps)
+        record["validation_error"] = mean_field_error(
+            trainer.model, data.validation_x, data.validation_labels, steps=steps, distributed=trainer.world_size > 1
+        )
         logger.info("epoch %d: validation error %.4f", record["epoch"], record["validation_error"])
 
     return callback
 
 
-def train_drm(data: ClassificationData, protocol: Protocol, generator, *, progress=False) -> DeepRelationalModel:
+def train_drm(
+    data: ClassificationData,
+    protocol: Protocol,
+    generator: torch.Generator | None,
+    *,
+    progress: bool = False,
+    checkpoint: str | os.PathLike | EpochCheckpoint | None = None,
+    resume: str | os.PathLike | None = None,
+) -> DeepRelationalModel:
     """Outside-in pretraining, then the DRM recipe, on ``data``'s training split.
 
-    The per-epoch records are in ``model.training_history``.
+    The per-epoch records are in ``model.training_history``. ``checkpoint`` and
+    ``resume`` are as in :func:`run_family`.
     """
     model = _label_model(data, protocol, generator)
     batch = {"x": data.train_x, "y": data.train_y(model.dtype)}
-    if protocol.pretrain_epochs:
+    if protocol.pretrain_epochs and resume is None:
         greedy_pretrain(model, batch, outside_in_order(model), protocol.config(protocol.pretrain_epochs), generator=generator, progress=progress)
     config = protocol.config(protocol.epochs, learning_rate_schedule=protocol.learning_rate_schedule)
     trainer = Trainer(model, MeanFieldCD(protocol.mean_field_steps), config, generator=generator)
-    model.training_history = trainer.fit(batch, callback=_validation_callback(data, protocol.mean_field_steps), progress=progress)
+    if resume is not None:
+        load_training_checkpoint(resume, trainer)
+    model.training_history = trainer.fit(batch, callback=_validation_callback(data, protocol.mean_field_steps), progress=progress, checkpoint=checkpoint)
     return model
 
 
-def train_dbm(data: ClassificationData, protocol: Protocol, generator, *, progress=False) -> DeepRelationalModel:
-    """Bottom-up pretraining, then mean field with persistent chains, with y on top of hL."""
+def train_dbm(
+    data: ClassificationData,
+    protocol: Protocol,
+    generator: torch.Generator | None,
+    *,
+    progress: bool = False,
+    checkpoint: str | os.PathLike | EpochCheckpoint | None = None,
+    resume: str | os.PathLike | None = None,
+) -> DeepRelationalModel:
+    """Bottom-up pretraining, then mean field with persistent chains, with y on top of hL.
+
+    ``checkpoint`` and ``resume`` are as in :func:`run_family`.
+    """
     model = _label_model(data, protocol, generator)
     batch = {"x": data.train_x, "y": data.train_y(model.dtype)}
-    if protocol.pretrain_epochs:
+    if protocol.pretrain_epochs and resume is None:
         order = bottom_up_order(model, _chain(model)[:-1]) + [("y", model.hidden_names[-1])]
         greedy_pretrain(model, batch, order, protocol.config(protocol.pretrain_epochs), generator=generator, progress=progress)
     estimator = MeanFieldPCD(1, n_chains=100, mean_field_steps=protocol.mean_field_steps)
-    trainer = Trainer(model, estimator, protocol.config(protocol.epochs, learning_rate_schedule=protocol.learning_rate_schedule), generator=generator)
-    model.training_history = trainer.fit(batch, callback=_validation_callback(data, protocol.mean_field_steps), progress=progress)
+    config = protocol.config(protocol.epochs, learning_rate_schedule=protocol.learning_rate_schedule, learning_rate=protocol.dbm_learning_rate)
+    trainer = Trainer(model, estimator, config, generator=generator)
+    if resume is not None:
+        load_training_checkpoint(resume, trainer)
+    model.training_history = trainer.fit(batch, callback=_validation_callback(data, protocol.mean_field_steps), progress=progress, checkpoint=checkpoint)
     return model
 
 
@@ -216,7 +257,7 @@ class DeepBeliefNet:
         return torch.softmax(-free, dim=1)
 
 
-def train_dbn(data: ClassificationData, protocol: Protocol, generator, *, progress=False) -> DeepBeliefNet:
+def train_dbn(data: ClassificationData, protocol: Protocol, generator: torch.Generator | None, *, progress: bool = False) -> DeepBeliefNet:
     """Greedy bottom-up RBMs; the last joins the label layer and the top hidden layer."""
     model = _label_model(data, protocol, generator)
     names = model.hidden_names
@@ -270,14 +311,26 @@ def run_family(
     generator: torch.Generator,
     progress: bool = False,
     trained: dict | None = None,
+    checkpoint: str | os.PathLike | EpochCheckpoint | None = None,
+    resume: str | os.PathLike | None = None,
 ) -> FamilyResult:
     """Train one family under ``protocol`` and measure its validation (and test) error.
 
     ``trained`` caches generative models between families, so ``fine-drm`` reuses
     the model that ``drm`` trained (pass the same dict to both calls).
+
+    ``checkpoint`` (a file or :class:`~ebmgraph.learning.resume.EpochCheckpoint`)
+    receives a training checkpoint after pretraining and after every epoch of the
+    generative training of ``drm`` and ``dbm``. ``resume`` names such a file:
+    pretraining is skipped, because the checkpoint contains its result, and the
+    generative training continues from the saved epoch with the saved generator
+    state. Called with the same data, protocol and seed, a resumed run ends on
+    the CPU with the same parameters, bit for bit, as an uninterrupted one.
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; choose from {list(FAMILIES)}")
+    if (checkpoint is not None or resume is not None) and family.removeprefix("fine-") not in ("drm", "dbm"):
+        raise ValueError(f"family {family!r} has no generative training stage to checkpoint or resume; only drm and dbm have one")
     trained = {} if trained is None else trained
     base = family.removeprefix("fine-")
     start = time.perf_counter()
@@ -293,7 +346,8 @@ def run_family(
     else:
         if base not in trained:
             trainers = {"drm": train_drm, "dbm": train_dbm, "dbn": train_dbn}
-            trained[base] = trainers[base](data, protocol, generator, progress=progress)
+            resumable = {"checkpoint": checkpoint, "resume": resume} if base in ("drm", "dbm") else {}
+            trained[base] = trainers[base](data, protocol, generator, progress=progress, **resumable)
         generative = trained[base]
         chain_model = generative.model if isinstance(generative, DeepBeliefNet) else generative
         if family.startswith("fine-"):
@@ -315,11 +369,14 @@ def run_family(
     return FamilyResult(family, validation_error, test_error, seconds, history=history, model=model)
 
 
-def _error(classify: Callable, x: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+def _error(classify: Callable, x: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000, *, distributed: bool | None = None) -> float:
+    """Fraction of rows misclassified, each rank counting its share in data-parallel use."""
     if x.shape[0] == 0:
         raise ValueError("cannot measure a classification error on empty data")
-    wrong = 0
+
+    def count_wrong(start: int, stop: int) -> int:
+        return int((classify(x[start:stop]) != labels[start:stop]).sum())
+
     with torch.no_grad():
-        for start in range(0, x.shape[0], batch_size):
-            wrong += int((classify(x[start : start + batch_size]) != labels[start : start + batch_size]).sum())
+        wrong = data_parallel.sharded_sum(count_wrong, x.shape[0], chunk_size=batch_size, device=x.device, distributed=distributed)
     return wrong / x.shape[0]

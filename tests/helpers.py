@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ebmgraph import EnergyModel, Graph, rbm
+from ebmgraph.experiments import ClassificationData
 
 
 def set_parameters(model: EnergyModel, biases: dict, weights: dict) -> EnergyModel:
@@ -75,3 +76,20 @@ SMALL_GRAPHS = {
         [("a", "top"), ("b", "top"), ("c", "top")],
     ),
 }
+
+
+def toy_data(seed: int) -> ClassificationData:
+    """Two classes of 4 x 4 images: the top half or the bottom half lit, with noise."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def split(n: int):
+        labels = torch.randint(0, 2, (n,), generator=generator)
+        images = torch.rand(n, 16, generator=generator) * 0.2
+        images[labels == 0, :8] += 0.8
+        images[labels == 1, 8:] += 0.8
+        return images, labels
+
+    train_x, train_labels = split(40)
+    validation_x, validation_labels = split(20)
+    test_x, test_labels = split(20)
+    return ClassificationData(train_x, train_labels, validation_x, validation_labels, test_x, test_labels, n_classes=2)

@@ -1,10 +1,13 @@
 import json
+import re
 from pathlib import Path
 
 import pytest
+import torch
 
-from ebmgraph.checkpoint import load_checkpoint
-from ebmgraph.cli import main
+from ebmgraph import experiments, rbm
+from ebmgraph.checkpoint import load_checkpoint, save_checkpoint
+from ebmgraph.cli import build_parser, main, resume_options
 
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"
 needs_mnist = pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"MNIST files not found in {MNIST_DIR}")
@@ -13,7 +16,7 @@ TINY = ["--data", str(MNIST_DIR), "--no-download", "--train-size", "200", "--val
         "--epochs", "1", "--pretrain-epochs", "1", "--finetune-epochs", "1", "--quiet"]
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "generate", "compare"])
+@pytest.mark.parametrize("command", ["train", "evaluate", "generate", "compare", "reproduce", "likelihood"])
 def test_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
@@ -95,3 +98,172 @@ def test_output_file_is_rejected_before_training(tmp_path, capsys):
     existing.write_text("")
     assert main(["train", "--data", str(tmp_path), "--no-download", "--quiet", "--output", str(existing)]) == 2
     assert "is a file; pass a folder" in capsys.readouterr().err
+
+
+TWO_EPOCHS = ["--data", str(MNIST_DIR), "--no-download", "--train-size", "200", "--validation-size", "100", "--hidden", "16", "12",
+              "--epochs", "2", "--pretrain-epochs", "1", "--finetune-epochs", "1", "--quiet"]
+
+
+class Interrupted(Exception):
+    """Stands for a kill signal arriving while the second epoch ends."""
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """The checkpoint of one uninterrupted two-epoch run with seed 0."""
+    if not MNIST_DIR.is_dir():
+        pytest.skip(f"MNIST files not found in {MNIST_DIR}")
+    output = tmp_path_factory.mktemp("reference")
+    assert main(["train", *TWO_EPOCHS, "--output", str(output)]) == 0
+    return load_checkpoint(output / "drm.pt")
+
+
+def assert_same_run(first, second):
+    """Compare two saved runs: parameters, fine-tuned network and per-epoch history, bit for bit."""
+    model, training, metadata = first
+    other_model, other_training, other_metadata = second
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, other_model.state_dict()[name]), name
+    for name, tensor in training["finetuned"]["state"].items():
+        assert torch.equal(tensor, other_training["finetuned"]["state"][name]), name
+    assert metadata["results"][0]["history"] == other_metadata["results"][0]["history"]
+
+
+@needs_mnist
+def test_same_seed_trains_identical_parameters(reference_run, tmp_path):
+    assert main(["train", *TWO_EPOCHS, "--output", str(tmp_path)]) == 0
+    assert_same_run(reference_run, load_checkpoint(tmp_path / "drm.pt"))
+
+
+@needs_mnist
+def test_interrupted_training_resumes_identically(reference_run, tmp_path, monkeypatch):
+    make_callback = experiments._validation_callback
+
+    def interrupting_callback(data, steps):
+        callback = make_callback(data, steps)
+
+        def interrupt_in_second_epoch(trainer, record):
+            callback(trainer, record)
+            if record["epoch"] == 2:
+                raise Interrupted
+
+        return interrupt_in_second_epoch
+
+    monkeypatch.setattr(experiments, "_validation_callback", interrupting_callback)
+    with pytest.raises(Interrupted):
+        main(["train", *TWO_EPOCHS, "--checkpoint-every-epoch", "--output", str(tmp_path)])
+    monkeypatch.undo()
+    saved = tmp_path / "drm-training.pt"
+    assert load_checkpoint(saved)[1]["trainer"]["epoch"] == 1
+    assert not (tmp_path / "drm.pt").exists()
+
+    assert main(["train", *TWO_EPOCHS, "--resume", str(saved), "--output", str(tmp_path)]) == 0
+
+    assert_same_run(reference_run, load_checkpoint(tmp_path / "drm.pt"))
+    assert load_checkpoint(saved)[1]["trainer"]["epoch"] == 2
+
+
+def training_file(tmp_path, options):
+    """A small training checkpoint whose metadata describes a run with ``options``."""
+    args = build_parser().parse_args(["train", "--output", str(tmp_path), "--checkpoint-every-epoch", *options])
+    epoch_checkpoint, _ = resume_options(args)
+    return save_checkpoint(tmp_path / "drm-training.pt", rbm(3, 2), training={"trainer": {}}, metadata=epoch_checkpoint.metadata)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--seed", "1"], "was written with --seed 0, but this run has --seed 1"),
+        (["--hidden", "16", "8"], "was written with --hidden \\[400, 400\\], but this run has --hidden \\[16, 8\\]"),
+        (["--lr", "0.05"], "was written with --lr 0.1, but this run has --lr 0.05"),
+        (["--train-size", "300"], "was written with --train-size 10000, but this run has --train-size 300"),
+    ],
+)
+def test_resume_with_other_options_exits_with_status_2(options, message, tmp_path, capsys):
+    path = training_file(tmp_path, [])
+    arguments = ["train", "--resume", str(path), "--data", str(tmp_path), "--no-download", "--quiet", "--output", str(tmp_path)]
+    assert main([*arguments, *options]) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_resume_may_add_epochs(tmp_path):
+    path = training_file(tmp_path, [])
+    args = build_parser().parse_args(["train", "--resume", str(path), "--epochs", "80", "--output", str(tmp_path)])
+    epoch_checkpoint, resume = resume_options(args)
+    assert resume == path
+    assert epoch_checkpoint.path == tmp_path / "drm-training.pt"
+
+
+def test_resume_of_model_checkpoint_exits_with_status_2(tmp_path, capsys):
+    path = save_checkpoint(tmp_path / "drm.pt", rbm(3, 2))
+    assert main(["train", "--resume", str(path), "--data", str(tmp_path), "--no-download", "--quiet", "--output", str(tmp_path)]) == 2
+    assert "contains no training state" in capsys.readouterr().err
+
+
+def test_checkpoint_every_epoch_rejected_for_dbn(tmp_path, capsys):
+    arguments = ["train", "--family", "dbn", "--checkpoint-every-epoch", "--data", str(tmp_path), "--no-download", "--output", str(tmp_path)]
+    assert main(arguments) == 2
+    assert "--family dbn has none" in capsys.readouterr().err
+
+
+@needs_mnist
+def test_train_graph_file_classifies(tmp_path, capsys):
+    from ebmgraph import Graph
+
+    graph = Graph()
+    graph.add_layer("x", 784, visible=True)
+    graph.add_layer("y", 10, "softmax", visible=True)
+    graph.add_layer("hx", 16)
+    graph.add_layer("top", 8)
+    graph.add_edge("x", "hx")
+    graph.add_edge("hx", "top")
+    graph.add_edge("top", "y")
+    path = tmp_path / "chain.json"
+    path.write_text(json.dumps(graph.to_dict()))
+
+    assert main(["train", "--graph", str(path), "--algorithm", "mf-pcd", *TINY, "--output", str(tmp_path)]) == 0
+
+    assert "chain: validation error" in capsys.readouterr().out
+    model, _, metadata = load_checkpoint(tmp_path / "chain.pt")
+    assert model.graph.to_dict() == graph.to_dict()
+    assert metadata["family"] == "chain"
+
+
+@needs_mnist
+def test_train_rbm_and_dnn_families(tmp_path, capsys):
+    assert main(["train", "--family", "rbm", "--algorithm", "pcd", *TINY, "--output", str(tmp_path)]) == 0
+    assert main(["train", "--family", "dnn", *TINY, "--output", str(tmp_path)]) == 0
+
+    model, _, _ = load_checkpoint(tmp_path / "rbm.pt")
+    assert model.graph.layer_names == ("x", "h")
+    assert model.graph["h"].size == 16
+    network = torch.load(tmp_path / "dnn-network.pt", weights_only=True)
+    assert network["sizes"] == [784, 16, 12, 10]
+
+
+def test_algorithm_rejected_for_recipe_families(tmp_path, capsys):
+    assert main(["train", "--family", "drm", "--algorithm", "cd", "--output", str(tmp_path)]) == 2
+    assert "--algorithm applies to --graph and --family rbm" in capsys.readouterr().err
+
+
+@needs_mnist
+def test_likelihood_reports_ais_estimate(tmp_path, capsys):
+    assert main(["train", *TINY, "--finetune-epochs", "0", "--output", str(tmp_path)]) == 0
+    capsys.readouterr()
+
+    status = main(["likelihood", str(tmp_path / "drm.pt"), "--runs", "8", "--temperatures", "50", "--test-size", "20",
+                   "--data", str(MNIST_DIR), "--no-download", "--quiet"])
+
+    assert status == 0
+    output = capsys.readouterr().out
+    log_z = float(re.search(r"log Z = (-?[0-9.]+)", output).group(1))
+    log_p = float(re.search(r"average test log p\(x\) = (-?[0-9.]+) nats", output).group(1))
+    # 784 binary pixels: a log-probability per image lies in [-784 log 2, 0].
+    assert -784 * 0.6932 < log_p < 0
+    assert log_z > 0
+    assert "mean-field lower bound" in output
+
+
+def test_likelihood_rejects_few_temperatures(tmp_path, capsys):
+    assert main(["likelihood", str(tmp_path / "none.pt"), "--temperatures", "3"]) == 2
+    assert "--temperatures must be at least 10, got 3" in capsys.readouterr().err

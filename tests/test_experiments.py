@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from ebmgraph import datasets
-from ebmgraph.experiments import ClassificationData, Protocol, run_family
+from ebmgraph.experiments import ClassificationData, Protocol, _label_model, run_family, train_dbm
+from helpers import toy_data
 
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"
 needs_mnist = pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"MNIST files not found in {MNIST_DIR}")
@@ -40,3 +41,15 @@ def test_drm_short_run_classifies_mnist(small_mnist):
 def test_family_names_are_checked(small_mnist):
     with pytest.raises(ValueError, match="unknown model family 'rbm'"):
         run_family("rbm", small_mnist, Protocol(), generator=torch.Generator())
+
+
+def test_dbm_learning_rate_replaces_shared_rate():
+    data = toy_data(0)
+    base = Protocol(hidden=(6, 4), epochs=2, pretrain_epochs=0, batch_size=10, mean_field_steps=2)
+    initial = _label_model(data, base, torch.Generator().manual_seed(3))
+
+    still = train_dbm(data, Protocol(**{**base.__dict__, "dbm_learning_rate": 1e-12}), torch.Generator().manual_seed(3))
+    moved = train_dbm(data, base, torch.Generator().manual_seed(3))
+
+    assert torch.allclose(still.weight("x", "h1"), initial.weight("x", "h1"), atol=1e-9)
+    assert not torch.allclose(moved.weight("x", "h1"), initial.weight("x", "h1"), atol=1e-3)
