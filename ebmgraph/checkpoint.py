@@ -37,6 +37,10 @@ MODEL_CLASSES = {"EnergyModel": EnergyModel, "DeepRelationalModel": DeepRelation
 """Model classes a checkpoint may name; loading builds only these."""
 
 
+# torch.save writes a zip archive, or with its legacy format a pickle, which starts with the PROTO opcode.
+_TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")
+
+
 class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated, corrupted or not an ebmgraph checkpoint."""
 
@@ -96,8 +100,15 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
         an ebmgraph checkpoint; the message names the file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder; pass a .pt file written by save_checkpoint")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
+    with path.open("rb") as handle:
+        start = handle.read(4)
+    if start and not start.startswith(_TORCH_FILE_STARTS):
+        # The file is neither a zip archive (torch.save) nor a pickle (its legacy format), so it is a text or foreign file.
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupted: it is not a file written by torch.save (it starts with {start!r})")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:

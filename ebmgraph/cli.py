@@ -43,9 +43,9 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("protocol")
     group.add_argument("--hidden", type=int, nargs="+", default=[400, 400], help="hidden layer sizes h1 .. hL (default: 400 400)")
-    group.add_argument("--epochs", type=int, default=50, help="epochs of generative training (default: 50)")
+    group.add_argument("--epochs", type=int, default=50, help="epochs of generative training, and of back-propagation for the dnn family (default: 50)")
     group.add_argument("--pretrain-epochs", type=int, default=50, help="epochs of each pretraining RBM; 0 skips pretraining (default: 50)")
-    group.add_argument("--finetune-epochs", type=int, default=10, help="epochs of back-propagation fine-tuning (default: 10)")
+    group.add_argument("--finetune-epochs", type=int, default=10, help="epochs of back-propagation fine-tuning of a trained model; the dnn family uses --epochs (default: 10)")
     group.add_argument("--batch-size", type=int, default=20, help="rows per mini-batch (default: 20)")
     group.add_argument("--lr", type=float, default=0.1, help="learning rate of pretraining and generative training (default: 0.1)")
     group.add_argument("--dbm-lr", type=float, default=None, help="learning rate of the DBM's training after pretraining (default: --lr)")
@@ -57,8 +57,9 @@ def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--y-units", choices=["bernoulli", "softmax"], default="bernoulli", help="unit family of the label layer (default: bernoulli)")
 
 
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
+def _add_run_options(parser: argparse.ArgumentParser, *, seed: bool = True) -> None:
+    if seed:
+        parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--output", type=Path, default=Path("outputs"), help="folder for results (default: ./outputs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
@@ -157,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES), help="figure4: families to run (default: all)")
     _add_data_options(reproduce)
     _add_protocol_options(reproduce)
-    _add_run_options(reproduce)
+    # --seeds replaces --seed here, so a lone --seed N is read as --seeds N rather than ignored.
+    _add_run_options(reproduce, seed=False)
     return parser
 
 
@@ -244,6 +246,8 @@ def protocol_from(args: argparse.Namespace) -> Protocol:
 
 
 def command_train(args: argparse.Namespace) -> None:
+    if args.dbm_lr is not None and (args.graph is not None or args.family != "dbm"):
+        raise ValueError("--dbm-lr applies to --family dbm only; other models train at --lr")
     if args.graph is not None or args.family in ("rbm", "dnn"):
         command_train_other(args)
         return
@@ -294,6 +298,8 @@ def command_train_other(args: argparse.Namespace) -> None:
         raise ValueError("--checkpoint-every-epoch and --resume apply to --family drm and dbm")
     if distributed.get_world_size() > 1 or "WORLD_SIZE" in os.environ:
         raise ValueError("--graph, --family rbm and --family dnn run as a single process; launch them without torchrun")
+    if args.graph is None and args.family == "dnn" and args.algorithm is not None:
+        raise ValueError("--algorithm applies to --graph and --family rbm; --family dnn trains by back-propagation alone")
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     start = time.perf_counter()
     graph = None if args.graph is None else graph_training.read_graph(args.graph)
@@ -507,13 +513,17 @@ def command_reproduce(args: argparse.Namespace) -> None:
         return load_data(args, args.device, torch.Generator(device=args.device).manual_seed(seed))
 
     common = {"command": command, "progress": not args.quiet}
+    settings = {"train_size": args.train_size, "validation_size": args.validation_size}
     if args.experiment == "table1":
         path = reproduce.table1(load, protocol, args.output, seeds=args.seeds, more_seeds=args.more_seeds,
-                                first=args.first, second=args.second, **common)
+                                first=args.first, second=args.second, settings=settings, **common)
     elif args.experiment == "figure4":
         path = reproduce.figure4(load, protocol, args.output, seeds=args.seeds, more_seeds=args.more_seeds,
-                                 hidden_sizes=[_architecture(text) for text in args.architectures], families=args.families, **common)
+                                 hidden_sizes=[_architecture(text) for text in args.architectures], families=args.families,
+                                 settings=settings, **common)
     else:
+        if len(args.seeds) > 1 or args.more_seeds:
+            raise ValueError(f"figure5 trains one DRM; pass one --seeds value and no --more-seeds, got --seeds {args.seeds} --more-seeds {args.more_seeds}")
         path = reproduce.figure5(load, protocol, args.output, seed=args.seeds[0], **common)
     print(path.read_text())
     print(f"wrote {path} and the files beside it in {args.output}")
@@ -522,15 +532,27 @@ def command_reproduce(args: argparse.Namespace) -> None:
 COMMANDS = {"train": command_train, "evaluate": command_evaluate, "generate": command_generate, "compare": command_compare, "reproduce": command_reproduce, "likelihood": command_likelihood}
 
 
+def _resume_hint(args: argparse.Namespace) -> str:
+    """Say how to continue an interrupted command, where it saved what it needs."""
+    if getattr(args, "checkpoint_every_epoch", False) or getattr(args, "resume", None) is not None:
+        return f"; continue with the same options and --resume {args.output / f'{args.family}-training.pt'}"
+    if args.command == "reproduce":
+        return f"; rerun the same command to continue, the finished runs in {args.output} are kept"
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         check_arguments(args)
         COMMANDS[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, CheckpointError, DivergenceError, RuntimeError) as error:
+    except (ValueError, TypeError, OSError, CheckpointError, DivergenceError, RuntimeError) as error:
         print(f"ebmgraph {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"ebmgraph {args.command}: interrupted{_resume_hint(args)}", file=sys.stderr)
+        return 130
     finally:
         distributed.shutdown()
     return 0

@@ -232,8 +232,8 @@ def _locate(split: str, search_dirs: list[tuple[Path, str]], *, download: bool) 
         looked = "; ".join(f"{directory} ({origin})" for directory, origin in search_dirs)
         raise FileNotFoundError(
             f"MNIST {split} files {names[0]}[.gz] and {names[1]}[.gz] were not found together in any of: {looked}. "
-            f"Pass root= a directory that contains them, set ${ENV_VAR} to one, "
-            f"or pass download=True to fetch them into {target}."
+            f"Pass root= (the command line's --data) a directory that contains them, set ${ENV_VAR} to one, "
+            f"or pass download=True (on the command line, leave out --no-download) to fetch them into {target}."
         )
 
     paths = [_find(target, name) or _download(name, target) for name in names]

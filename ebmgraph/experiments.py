@@ -56,11 +56,12 @@ class Protocol:
     hidden : tuple of int
         Sizes of ``h1 .. hL``.
     epochs : int
-        Epochs of the generative training (DBM and DRM recipes).
+        Epochs of the generative training (DBM and DRM recipes), and of the
+        DNN's back-propagation, which takes the place of that stage.
     pretrain_epochs : int
         Epochs of each pretraining RBM.
     finetune_epochs : int
-        Epochs of back-propagation (fine-tuning, and the DNN).
+        Epochs of back-propagation fine-tuning of the ``fine-*`` families.
     batch_size, learning_rate, momentum, weight_decay
         Shared by every stage.
     finetune_learning_rate : float

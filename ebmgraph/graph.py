@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import re
@@ -85,6 +86,43 @@ def _as_shape(name: str, shape) -> tuple[int, ...]:
     if any(d < 1 for d in dims):
         raise GraphError(f"layer {name!r}: size must be at least 1 in every dimension, got {shape!r}")
     return tuple(int(d) for d in dims)
+
+
+_ENTRY_KEYS = ("name", "shape", "units", "visible")
+
+
+def _layer_from_entry(index: int, entry) -> Layer:
+    """Build the layer described by entry ``index`` of :meth:`Graph.to_dict` output.
+
+    Keys other than ``name``, ``shape``, ``units`` and ``visible`` are options of
+    the unit family, such as a Gaussian's ``std``.
+    """
+    if not isinstance(entry, dict):
+        raise GraphError(f"layer entry {index} must be an object with the keys {list(_ENTRY_KEYS)}, got {entry!r}")
+    label = f"layer {entry['name']!r}" if "name" in entry else f"layer entry {index}"
+    missing = [key for key in ("name", "shape", "units") if key not in entry]
+    if missing:
+        raise GraphError(f"{label}: missing key {missing[0]!r}; each layer entry needs 'name', 'shape' and 'units'")
+    options = {key: value for key, value in entry.items() if key not in _ENTRY_KEYS}
+    units = entry["units"]
+    if options:
+        try:
+            family_type = type(get_unit_family(units))
+        except (ValueError, TypeError) as error:
+            raise GraphError(f"{label}: {error}") from None
+        accepted = inspect.signature(family_type).parameters
+        takes_any = any(parameter.kind is parameter.VAR_KEYWORD for parameter in accepted.values())
+        unknown = sorted(key for key in options if key not in accepted and not takes_any)
+        if unknown:
+            raise GraphError(
+                f"{label}: unknown key {unknown[0]!r}; a layer entry has the keys {list(_ENTRY_KEYS)} "
+                f"and the options of its unit family {units!r} ({', '.join(sorted(accepted)) or 'none'})"
+            )
+        try:
+            units = make_unit_family(units, **options)
+        except (ValueError, TypeError) as error:
+            raise GraphError(f"{label}: {error}") from None
+    return Layer(entry["name"], entry["shape"], units, entry.get("visible", False))
 
 
 class Graph:
@@ -212,19 +250,27 @@ class Graph:
 
     @classmethod
     def from_dict(cls, description: dict) -> "Graph":
-        """Rebuild a graph from :meth:`to_dict` output."""
-        try:
-            layers = description["layers"]
-            edges = description["edges"]
-        except (KeyError, TypeError):
-            raise GraphError("a graph description needs the keys 'layers' and 'edges'") from None
+        """Rebuild a graph from :meth:`to_dict` output.
+
+        Raises
+        ------
+        GraphError
+            Naming the layer entry or edge at fault: a missing or unknown key, a
+            value of the wrong type, an unknown unit family.
+        """
+        if not isinstance(description, dict) or "layers" not in description or "edges" not in description:
+            raise GraphError("a graph description needs the keys 'layers' and 'edges'")
+        layers, edges = description["layers"], description["edges"]
+        for key, value in (("layers", layers), ("edges", edges)):
+            if not isinstance(value, (list, tuple)):
+                raise GraphError(f"{key!r} of a graph description must be a list, got {type(value).__name__}")
         graph = cls()
-        for entry in layers:
-            config = {key: value for key, value in entry.items() if key not in ("name", "shape", "units", "visible")}
-            units = make_unit_family(entry["units"], **config)
-            graph.add_layer(entry["name"], tuple(entry["shape"]), units, visible=entry.get("visible", False))
-        for a, b in edges:
-            graph.add_edge(a, b)
+        for index, entry in enumerate(layers):
+            graph._insert_layer(_layer_from_entry(index, entry))
+        for index, edge in enumerate(edges):
+            if not isinstance(edge, (list, tuple)) or len(edge) != 2:
+                raise GraphError(f"edge {index} must be a pair of layer names such as ['x', 'h1'], got {edge!r}")
+            graph.add_edge(*edge)
         return graph
 
     def __repr__(self) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ebmgraph.graph import Graph
+from ebmgraph.graph import Graph, GraphError
 from ebmgraph.model import EnergyModel
 from ebmgraph.units import UnitFamily
 
@@ -121,8 +121,18 @@ class DeepRelationalModel(EnergyModel):
 
     Classification clamps ``x`` and reads ``E[y]`` after mean field
     (:meth:`predict`); generation clamps ``y`` and reads ``E[x]``
-    (:meth:`generate`). Build one with :func:`drm`.
+    (:meth:`generate`). Build one with :func:`drm`, or pass any graph with
+    visible layers ``x`` and ``y``; the other layers are its hidden layers.
     """
+
+    def __init__(self, graph: Graph, **options):
+        super().__init__(graph, **options)
+        missing = [name for name in ("x", "y") if name not in self.graph.visible]
+        if missing:
+            raise GraphError(
+                f"a DeepRelationalModel needs visible layers 'x' (data) and 'y' (labels), but {missing[0]!r} is not one; "
+                f"the graph's visible layers are {list(self.graph.visible)}"
+            )
 
     @property
     def hidden_names(self) -> tuple[str, ...]:
@@ -182,7 +192,7 @@ class DeepRelationalModel(EnergyModel):
             Starting means of hidden layers, each ``(size,)`` or ``(batch, size)``;
             omitted layers start at zero.
         sample : bool
-            Return a draw from ``p(x | h1)`` instead of ``E[x | h1]``.
+            Return a draw from ``p(x | neighbours of x)`` at their means instead of ``E[x]``.
         generator : torch.Generator, optional
             Source of the draw when ``sample`` is true.
 
@@ -197,7 +207,8 @@ class DeepRelationalModel(EnergyModel):
             means = schedule.mean_field({"y": y}, steps, init=dict(hidden_means or {}))
             if not sample:
                 return means["x"]
-            return self.conditional("x", {"h1": means["h1"]}).sample(generator)
+            # Every neighbour of x counts, whatever the graph names its layers and however many join x.
+            return self.conditional("x", means).sample(generator)
 
     def _label_rows(self, y: torch.Tensor) -> torch.Tensor:
         if not isinstance(y, torch.Tensor):

@@ -12,6 +12,9 @@ image classification and generation":
 
 Each run appends one row to a CSV file as soon as it finishes, and a rerun skips
 the rows already there, so an interrupted reproduction resumes where it stopped.
+The protocol and data settings of those rows are kept beside the CSV file in
+``EXPERIMENT-settings.json``, and a rerun with other settings is rejected, so one
+table never mixes rows of two protocols.
 (A pair of hidden sizes and seed interrupted between two families reruns only the
 missing families, from a fresh generator, so their numbers can differ from those of
 an uninterrupted run.)
@@ -24,10 +27,11 @@ Only the values quoted in the paper's text are known to this library (see
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import statistics
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -109,6 +113,37 @@ def _header(title: str, protocol: Protocol, command: str) -> list[str]:
             "Test errors in percent; mean ± sample standard deviation over seeds where there is more than one.", ""]
 
 
+def _check_settings(output: Path, experiment: str, protocol: Protocol, settings: Mapping | None) -> None:
+    """Record the settings of ``experiment``'s rows in ``output``, or reject a rerun whose settings differ.
+
+    The settings are the protocol without ``hidden`` (each row names its own) plus
+    ``settings``, such as the sizes of the training and validation subsets.
+
+    Raises
+    ------
+    ValueError
+        Naming the first setting whose value differs from the one the existing rows were run with.
+    """
+    identity = {key: value for key, value in asdict(protocol).items() if key != "hidden"}
+    identity.update(settings or {})
+    identity = json.loads(json.dumps(identity, default=list))
+    path = output / f"{experiment}-settings.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        for key in sorted(set(saved) | set(identity)):
+            if saved.get(key) != identity.get(key):
+                raise ValueError(
+                    f"{output} contains {experiment} rows run with {key}={saved.get(key)!r}, but this run has "
+                    f"{key}={identity.get(key)!r}; pass the options of that run, or another output folder"
+                )
+        return
+    if _read_rows(output / f"{experiment}.csv"):
+        # NOTE: folders written before the settings file existed cannot be checked; their rows are resumed as they are.
+        logger.warning("%s has %s rows but no %s, so their settings cannot be compared with this run's", output, experiment, path.name)
+        return
+    _write_text(path, json.dumps(identity, indent=2, sort_keys=True) + "\n")
+
+
 def _runs(cells: Iterable[Sequence[int]], seeds: Sequence[int], more_seeds: Sequence[int], repeated: Sequence[int]):
     """List the ``(hidden, seed)`` pairs to run: every cell with ``seeds``, then the ``repeated`` cell with ``more_seeds``."""
     cells = [tuple(cell) for cell in cells]
@@ -126,6 +161,7 @@ def table1(
     more_seeds: Sequence[int] = (),
     first: Sequence[int] = TABLE1_FIRST,
     second: Sequence[int] = TABLE1_SECOND,
+    settings: Mapping | None = None,
     command: str = "",
     progress: bool = False,
 ) -> Path:
@@ -140,13 +176,17 @@ def table1(
         Shared settings; its ``hidden`` is replaced by each cell's sizes.
     output : path
         Folder of the result files; rows already in its ``table1.csv`` are kept
-        and not rerun.
+        and not rerun. ``table1-settings.json`` records their protocol and
+        ``settings``, and a rerun with other values raises ``ValueError``.
     seeds : sequence of int
         Seeds run for every cell.
     more_seeds : sequence of int
         Further seeds for the [400, 400] cell (the paper's headline cell).
     first, second : sequence of int
         Sizes of h1 (table rows) and h2 (table columns).
+    settings : mapping, optional
+        JSON-ready facts that ``load`` depends on, such as the subset sizes,
+        checked like the protocol.
 
     Returns
     -------
@@ -155,6 +195,7 @@ def table1(
     """
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
+    _check_settings(output, "table1", protocol, settings)
     path = output / "table1.csv"
     cells = [(a, b) for a in first for b in second]
     for hidden, seed in _runs(cells, seeds, more_seeds, (400, 400)):
@@ -192,19 +233,23 @@ def figure4(
     more_seeds: Sequence[int] = (),
     hidden_sizes: Sequence[Sequence[int]] = FIGURE4_HIDDEN,
     families: Sequence[str] = FAMILIES,
+    settings: Mapping | None = None,
     command: str = "",
     progress: bool = False,
 ) -> Path:
     """Test error of every family for each hidden architecture; writes ``figure4.csv``, ``.md`` and ``.png``.
 
     ``more_seeds`` run the [400, 400] architecture again. The PNG (a bar chart)
-    needs matplotlib and is skipped, with a log message, without it.
+    needs matplotlib and is skipped, with a log message, without it. Rows
+    already in ``figure4.csv`` are kept, and their settings are checked as in
+    :func:`table1`.
     """
     unknown = [family for family in families if family not in FAMILIES]
     if unknown:
         raise ValueError(f"unknown model families {unknown}; choose from {list(FAMILIES)}")
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
+    _check_settings(output, "figure4", protocol, settings)
     path = output / "figure4.csv"
     for hidden, seed in _runs(hidden_sizes, seeds, more_seeds, (400, 400)):
         rows = _read_rows(path)

@@ -215,6 +215,12 @@ class DRMClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"learning_rate must be a positive finite number, got {rate!r}")
         if self.y_units not in ("softmax", "bernoulli"):
             raise ValueError(f"y_units must be 'softmax' or 'bernoulli', got {self.y_units!r}")
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {self.device!r}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r} was requested, but CUDA is not available on this machine")
 
 
 def _check_unit_interval(X: np.ndarray, name: str) -> None:

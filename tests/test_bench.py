@@ -87,6 +87,38 @@ def test_unknown_task_is_rejected(capsys):
     assert "unknown task 'no_such_task'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--device", "bogus"], "--device 'bogus' is not a torch device"),
+        (["--threads", "0"], "--threads must be at least 1, got 0"),
+        (["--variants", "engine,no_such_variant"], "unknown variant 'no_such_variant'"),
+    ],
+)
+def test_bad_option_is_rejected(options, message, capsys):
+    with pytest.raises(SystemExit):
+        main(["--tiny", *options])
+    assert message in capsys.readouterr().err
+
+
+def test_output_folder_is_rejected_before_timing(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--tiny", "--output", str(tmp_path)])
+    assert "is a folder; pass a file name" in capsys.readouterr().err
+
+
+def test_variant_of_one_task_runs_that_task_alone(tmp_path):
+    # Of these two tasks only rbm_train_b4 has an sklearn variant (skipped, with a record, where sklearn is missing).
+    path = tmp_path / "sklearn.jsonl"
+    arguments = ["--quick", "--tiny", "--rounds", "1", "--round-seconds", "0.01", "--variants", "sklearn"]
+
+    assert main([*arguments, "--tasks", "dbm_gibbs,rbm_train_b4", "--output", str(path)]) == 0
+
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert {record["task"] for record in records} == {"rbm_train_b4"}
+    assert {record["variant"] for record in records} == {"sklearn"}
+
+
 def test_capture_needs_cuda(capsys):
     with pytest.raises(SystemExit):
         main(["--tiny", "--capture"])

@@ -167,6 +167,20 @@ def test_rejection_message_is_one_line_without_unsafe_advice(tmp_path):
     assert "GLOBAL posix.system" in message or "system" in message
 
 
+def test_json_file_is_not_called_unsafe(tmp_path):
+    path = tmp_path / "graph.json"
+    path.write_text(json.dumps({"layers": [], "edges": []}))
+
+    with pytest.raises(CheckpointError, match="graph.json is truncated or corrupted: it is not a file written by torch.save") as error:
+        load_checkpoint(path)
+    assert "objects other than plain data" not in str(error.value)
+
+
+def test_folder_is_reported_as_folder(tmp_path):
+    with pytest.raises(CheckpointError, match="is a folder; pass a .pt file"):
+        load_checkpoint(tmp_path)
+
+
 def test_empty_file_is_rejected(tmp_path):
     path = tmp_path / "empty.pt"
     path.write_bytes(b"")

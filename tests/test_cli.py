@@ -7,7 +7,7 @@ import torch
 
 from ebmgraph import experiments, rbm
 from ebmgraph.checkpoint import load_checkpoint, save_checkpoint
-from ebmgraph.cli import build_parser, main, resume_options
+from ebmgraph.cli import COMMANDS, build_parser, main, resume_options
 
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"
 needs_mnist = pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"MNIST files not found in {MNIST_DIR}")
@@ -70,6 +70,20 @@ def test_missing_checkpoint_exits_with_status_2(tmp_path, capsys):
 def test_missing_data_exits_with_status_2(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path), "--no-download", "--quiet", "--output", str(tmp_path)]) == 2
     assert str(tmp_path) in capsys.readouterr().err
+
+
+def test_failed_download_exits_with_status_2(tmp_path, capsys, monkeypatch):
+    from ebmgraph import datasets
+
+    def unreachable(url):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(datasets, "_fetch", unreachable)
+
+    assert main(["train", "--data", str(tmp_path), "--quiet", "--output", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("ebmgraph train: error: failed to download")
+    assert "Traceback" not in error
 
 
 @needs_mnist
@@ -246,6 +260,32 @@ def test_algorithm_rejected_for_recipe_families(tmp_path, capsys):
     assert "--algorithm applies to --graph and --family rbm" in capsys.readouterr().err
 
 
+def test_algorithm_rejected_for_dnn(tmp_path, capsys):
+    arguments = ["train", "--family", "dnn", "--algorithm", "pcd", "--data", str(tmp_path), "--no-download", "--output", str(tmp_path)]
+    assert main(arguments) == 2
+    assert "--family dnn trains by back-propagation alone" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family", ["drm", "dbn", "rbm"])
+def test_dbm_lr_rejected_for_other_families(family, tmp_path, capsys):
+    arguments = ["train", "--family", family, "--dbm-lr", "0.01", "--data", str(tmp_path), "--no-download", "--output", str(tmp_path)]
+    assert main(arguments) == 2
+    assert "--dbm-lr applies to --family dbm only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seeds", [["--seeds", "0", "1"], ["--more-seeds", "1"]])
+def test_figure5_rejects_several_seeds(seeds, tmp_path, capsys):
+    assert main(["reproduce", "figure5", *seeds, "--data", str(tmp_path), "--no-download", "--output", str(tmp_path)]) == 2
+    assert "figure5 trains one DRM; pass one --seeds value" in capsys.readouterr().err
+
+
+def test_reproduce_reads_seed_as_seeds():
+    args = build_parser().parse_args(["reproduce", "table1", "--seed", "3"])
+
+    assert args.seeds == [3]
+    assert not hasattr(args, "seed")
+
+
 @needs_mnist
 def test_likelihood_reports_ais_estimate(tmp_path, capsys):
     assert main(["train", *TINY, "--finetune-epochs", "0", "--output", str(tmp_path)]) == 0
@@ -267,3 +307,15 @@ def test_likelihood_reports_ais_estimate(tmp_path, capsys):
 def test_likelihood_rejects_few_temperatures(tmp_path, capsys):
     assert main(["likelihood", str(tmp_path / "none.pt"), "--temperatures", "3"]) == 2
     assert "--temperatures must be at least 10, got 3" in capsys.readouterr().err
+
+
+def test_interrupt_prints_resume_hint(tmp_path, capsys, monkeypatch):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(COMMANDS, "train", interrupted)
+
+    status = main(["train", "--checkpoint-every-epoch", "--output", str(tmp_path)])
+
+    assert status == 130
+    assert f"interrupted; continue with the same options and --resume {tmp_path / 'drm-training.pt'}" in capsys.readouterr().err

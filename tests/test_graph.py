@@ -121,6 +121,46 @@ def test_dict_round_trip_keeps_declaration():
     assert rebuilt["x"].shape == (2, 3)
 
 
+def _description():
+    graph = Graph()
+    graph.add_layer("x", 4, Gaussian(std=0.5), visible=True)
+    graph.add_layer("h", 3)
+    graph.add_edge("x", "h")
+    return graph.to_dict()
+
+
+def _with(change):
+    description = _description()
+    change(description)
+    return description
+
+
+@pytest.mark.parametrize(
+    "description, message",
+    [
+        (_with(lambda d: d["layers"][1].update(visble=False)), r"layer 'h': unknown key 'visble'.*'bernoulli' \(none\)"),
+        (_with(lambda d: d["layers"][0].update(stdd=1.0)), r"layer 'x': unknown key 'stdd'.*'gaussian' \(std\)"),
+        (_with(lambda d: d["layers"][1].pop("units")), "layer 'h': missing key 'units'"),
+        (_with(lambda d: d["layers"][1].pop("name")), "layer entry 1: missing key 'name'"),
+        (_with(lambda d: d["layers"][1].update(units="bernouli")), "layer 'h': unknown unit family 'bernouli'"),
+        (_with(lambda d: d["layers"][0].update(std="a")), "layer 'x': Gaussian std must be a number"),
+        (_with(lambda d: d["layers"].append("h2")), "layer entry 2 must be an object"),
+        (_with(lambda d: d["edges"].append(["x", "h", "x"])), r"edge 1 must be a pair of layer names"),
+        (_with(lambda d: d.update(layers={"x": 4})), "'layers' of a graph description must be a list, got dict"),
+        ([1, 2], "needs the keys 'layers' and 'edges'"),
+    ],
+)
+def test_from_dict_rejects_malformed_entry(description, message):
+    with pytest.raises(GraphError, match=message):
+        Graph.from_dict(description)
+
+
+def test_from_dict_accepts_int_shape():
+    description = _with(lambda d: d["layers"][1].update(shape=3))
+
+    assert Graph.from_dict(description)["h"].shape == (3,)
+
+
 def test_constructor_with_layers_and_edges():
     graph = Graph([Layer("v", 3, visible=True), Layer("h", 2)], [("v", "h")])
     assert graph.edges == (("v", "h"),)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ebmgraph import DeepRelationalModel, dbm, drm, rbm
+from ebmgraph import DeepRelationalModel, Graph, GraphError, dbm, drm, rbm
 
 
 def test_rbm_declaration():
@@ -97,6 +97,49 @@ def test_drm_generate_accepts_one_hot_rows_and_samples():
     torch.testing.assert_close(by_rows, by_index)
     assert sampled.shape == (3, 6)
     assert set(sampled.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_drm_generate_sample_uses_every_neighbour_of_x():
+    # x joins both h1 and y; weights of +-20 on x - y make the draw of x given the label all but certain.
+    graph = Graph()
+    graph.add_layer("x", 4, visible=True)
+    graph.add_layer("y", 2, "softmax", visible=True)
+    graph.add_layer("h1", 3)
+    graph.add_edge("x", "h1")
+    graph.add_edge("h1", "y")
+    graph.add_edge("x", "y")
+    model = DeepRelationalModel(graph, init_std=0.0, dtype=torch.float64)
+    pattern = torch.tensor([20.0, -20.0, 20.0, -20.0], dtype=torch.float64)
+    with torch.no_grad():
+        model.weights["x-y"].copy_(torch.stack([pattern, -pattern], dim=1))
+
+    sampled = model.generate(torch.tensor([0, 1]), steps=2, sample=True, generator=torch.Generator().manual_seed(0))
+
+    assert sampled.tolist() == [[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]]
+
+
+def test_drm_generate_sample_with_other_hidden_names():
+    graph = Graph()
+    graph.add_layer("x", 4, visible=True)
+    graph.add_layer("y", 2, "softmax", visible=True)
+    graph.add_layer("hx", 3)
+    graph.add_edge("x", "hx")
+    graph.add_edge("hx", "y")
+
+    sampled = DeepRelationalModel(graph).generate(torch.tensor([0, 1]), steps=2, sample=True, generator=torch.Generator())
+
+    assert sampled.shape == (2, 4)
+
+
+@pytest.mark.parametrize("visible", [("x",), ("y",)])
+def test_drm_class_rejects_graph_without_data_layers(visible):
+    graph = Graph()
+    graph.add_layer("x", 4, visible="x" in visible)
+    graph.add_layer("y", 2, visible="y" in visible)
+    graph.add_edge("x", "y")
+
+    with pytest.raises(GraphError, match="needs visible layers 'x' \\(data\\) and 'y' \\(labels\\)"):
+        DeepRelationalModel(graph)
 
 
 def test_drm_generate_rejects_bad_labels():

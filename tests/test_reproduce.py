@@ -71,6 +71,42 @@ def test_table1_rejects_foreign_csv(tmp_path):
         reproduce.table1(toy_data, TINY, tmp_path, first=(6,), second=(3,))
 
 
+def test_table1_rejects_rerun_with_other_protocol(tmp_path, counted_runs):
+    reproduce.table1(toy_data, TINY, tmp_path, first=(6,), second=(3,))
+    counted_runs.clear()
+    longer = Protocol(**{**TINY.__dict__, "epochs": 2})
+
+    with pytest.raises(ValueError, match="contains table1 rows run with epochs=1, but this run has epochs=2"):
+        reproduce.table1(toy_data, longer, tmp_path, first=(6, 8), second=(3,))
+    assert counted_runs == []
+
+
+def test_table1_rejects_rerun_with_other_settings(tmp_path):
+    reproduce.table1(toy_data, TINY, tmp_path, first=(6,), second=(3,), settings={"train_size": 100})
+
+    with pytest.raises(ValueError, match="run with train_size=100, but this run has train_size=200"):
+        reproduce.table1(toy_data, TINY, tmp_path, first=(6,), second=(3,), settings={"train_size": 200})
+
+
+def test_table1_resumes_folder_without_settings_file(tmp_path, counted_runs):
+    reproduce.table1(toy_data, TINY, tmp_path, first=(6,), second=(3,))
+    (tmp_path / "table1-settings.json").unlink()
+    counted_runs.clear()
+
+    reproduce.table1(toy_data, TINY, tmp_path, first=(6,), second=(3, 4))
+
+    assert counted_runs == [("drm", (6, 4))]
+    assert not (tmp_path / "table1-settings.json").exists()
+
+
+def test_figure4_rejects_rerun_with_other_protocol(tmp_path):
+    reproduce.figure4(toy_data, TINY, tmp_path, hidden_sizes=((6, 4),), families=("dnn",))
+    softmax = Protocol(**{**TINY.__dict__, "y_units": "softmax"})
+
+    with pytest.raises(ValueError, match="contains figure4 rows run with y_units='bernoulli'"):
+        reproduce.figure4(toy_data, softmax, tmp_path, hidden_sizes=((6, 4),), families=("dnn", "drm"))
+
+
 def test_figure4_tabulates_families(tmp_path, counted_runs):
     path = reproduce.figure4(toy_data, TINY, tmp_path, hidden_sizes=((6, 4),), families=("dnn", "drm", "fine-drm"))
 

@@ -2,6 +2,7 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("sklearn")
 
@@ -172,8 +173,15 @@ def test_rejects_one_class():
         ({"mean_field_steps": 1.5}, "mean_field_steps must be an int >= 1"),
         ({"learning_rate": 0.0}, "learning_rate must be a positive finite number"),
         ({"y_units": "gaussian"}, "y_units must be 'softmax' or 'bernoulli'"),
+        ({"device": "gpu"}, "device must be a torch device such as 'cpu' or 'cuda', got 'gpu'"),
     ],
 )
 def test_rejects_invalid_parameters(options, message):
     with pytest.raises(ValueError, match=message):
         tiny(**options).fit(np.full((4, 3), 0.5), [0, 1, 0, 1])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_rejects_cuda_without_cuda():
+    with pytest.raises(ValueError, match="device 'cuda' was requested, but CUDA is not available"):
+        tiny(device="cuda").fit(np.full((4, 3), 0.5), [0, 1, 0, 1])

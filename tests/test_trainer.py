@@ -84,6 +84,14 @@ def test_missing_data_layer_is_rejected():
         trainer.fit({})
 
 
+def test_hidden_layer_in_data_is_rejected():
+    trainer = Trainer(reference_rbm(), CD(1), TrainingConfig())
+    data = {"v": torch.ones(4, 3, dtype=torch.float64), "h": torch.ones(4, 2, dtype=torch.float64)}
+
+    with pytest.raises(ValueError, match="data has layer 'h', which is not a data layer of this estimator"):
+        trainer.fit(data)
+
+
 def test_infinite_weight_is_reported_before_training():
     model = reference_rbm()
     with torch.no_grad():
@@ -188,6 +196,25 @@ def test_load_state_rejects_other_model_shapes():
     target = Trainer(rbm(6, 3), CD(1), TrainingConfig(momentum=0.5), generator=torch.Generator())
     with pytest.raises(ValueError, match="does not fit this model"):
         target.load_state_dict(source.state_dict())
+
+
+def test_load_state_rejects_fewer_epochs_than_saved():
+    source = Trainer(rbm(6, 4), CD(1), TrainingConfig(epochs=3), generator=torch.Generator().manual_seed(0))
+    source.fit({"v": torch.ones(4, 6)})
+    target = Trainer(rbm(6, 4), CD(1), TrainingConfig(epochs=2), generator=torch.Generator())
+
+    with pytest.raises(ValueError, match="saved after epoch 3, but this trainer's config has epochs=2"):
+        target.load_state_dict(source.state_dict())
+
+
+def test_load_state_accepts_more_epochs_than_saved():
+    source = Trainer(rbm(6, 4), CD(1), TrainingConfig(epochs=2), generator=torch.Generator().manual_seed(0))
+    source.fit({"v": torch.ones(4, 6)})
+    target = Trainer(rbm(6, 4), CD(1), TrainingConfig(epochs=3), generator=torch.Generator())
+
+    target.load_state_dict(source.state_dict())
+
+    assert target.epoch == 2
 
 
 def test_load_state_rejects_empty_dict():

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -60,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark from command-line arguments; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.output != "-" and Path(args.output).is_dir():
+        parser.error(f"--output {args.output} is a folder; pass a file name such as {Path(args.output) / 'ebmgraph-bench.jsonl'}")
     try:
         records = run_benchmark(args)
     except ValueError as error:
@@ -72,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_benchmark(args: argparse.Namespace) -> list[dict]:
     """Run every selected task and return its records (rates, memory, skipped variants) in table order."""
     if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     ctx = _context(args)
     rounds, round_seconds = QUICK_TIMING if args.quick else FULL_TIMING
@@ -101,7 +106,10 @@ def run_benchmark(args: argparse.Namespace) -> list[dict]:
 
 
 def _context(args: argparse.Namespace) -> Context:
-    device = torch.device(args.device)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise ValueError(f"--device {args.device!r} is not a torch device; use cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: CUDA is not available in this torch build or machine")
     if args.capture and device.type != "cuda":
@@ -126,7 +134,13 @@ def _select(tasks: list[Task], names: str | None, variants: str | None) -> list[
         tasks = [task for task in tasks if task.name in requested]
     if variants:
         keep = {name.strip() for name in variants.split(",") if name.strip()}
+        known = {variant for task in tasks for variant in task.variants}
+        unknown = sorted(keep - known)
+        if unknown:
+            raise ValueError(f"--variants names unknown variant {unknown[0]!r}; the selected tasks have {sorted(known)}")
         tasks = [Task(t.name, t.title, t.unit, {k: v for k, v in t.variants.items() if k in keep}, t.shape) for t in tasks]
+        # A task none of whose variants was selected has nothing to time.
+        tasks = [task for task in tasks if task.variants]
     return tasks
 
 

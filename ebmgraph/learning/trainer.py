@@ -290,7 +290,7 @@ class Trainer:
         Parameters
         ----------
         data : dict of str to Tensor
-            The data layers, each ``(n, size)``; checked once here.
+            The data layers, each ``(n, size)``, and no other layer; checked once here.
         callback : callable, optional
             ``callback(trainer, record)`` runs after each epoch and may add figures
             to ``record``.
@@ -316,6 +316,12 @@ class Trainer:
         """
         layers = self.estimator.data_layers(self.model)
         data = self.model.check_state(data, required=layers)
+        ignored = [name for name in data if name not in layers]
+        if ignored:
+            raise ValueError(
+                f"data has layer {ignored[0]!r}, which is not a data layer of this estimator (its data layers are {list(layers)}); "
+                "declare the layer visible, pass clamped=[...] to the estimator, or leave it out of the data"
+            )
         data = {name: data[name] for name in layers}
         n_rows = next(iter(data.values())).shape[0]
         if n_rows == 0:
@@ -420,6 +426,12 @@ class Trainer:
         missing = [key for key in ("optimizer", "estimator", "epoch", "step", "history") if key not in saved]
         if missing:
             raise ValueError(f"trainer state is missing {missing}; pass the output of Trainer.state_dict()")
+        if int(saved["epoch"]) > self.config.epochs:
+            # fit() would run no epoch and return a model trained for longer than config.epochs says.
+            raise ValueError(
+                f"trainer state was saved after epoch {int(saved['epoch'])}, but this trainer's config has epochs={self.config.epochs}; "
+                f"set epochs to at least {int(saved['epoch'])}"
+            )
         self._check_saved_setup(saved)
         parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
         for index, entry in saved["optimizer"].get("state", {}).items():
