@@ -245,3 +245,20 @@ def test_exploding_check_can_be_turned_off():
     trainer.apply_gradient(weight_only_gradient(model, [[1e6, 0.0], [0.0, 0.0], [0.0, 0.0]]))
 
     assert model.weights["v-h"][0, 0].item() == pytest.approx(1e6 + 0.5)
+
+
+def test_plain_step_matches_optimizer_step(monkeypatch):
+    data = {"v": (torch.rand(40, 6, generator=torch.Generator().manual_seed(5)) < 0.5).double()}
+    config = TrainingConfig(epochs=3, batch_size=7, learning_rate=0.3)
+    trained = []
+    for plain in (True, False):
+        model = rbm(6, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        trainer = Trainer(model, PCD(1), config, generator=torch.Generator().manual_seed(1))
+        assert trainer._plain_step()
+        if not plain:
+            monkeypatch.setattr(trainer, "_plain_step", lambda: False)
+        trainer.fit(data)
+        trained.append(model)
+
+    for name, parameter in trained[0].named_parameters():
+        assert torch.equal(parameter, dict(trained[1].named_parameters())[name]), name

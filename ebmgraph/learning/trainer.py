@@ -237,12 +237,30 @@ class Trainer:
         Raises :class:`DivergenceError` if a parameter is non-finite or too large afterwards.
         """
         parameters = dict(self.model.named_parameters())
-        for name, parameter in parameters.items():
-            parameter.grad = -gradient[name]
-        self.optimizer.step()
+        if self._plain_step():
+            # Without momentum or weight decay, SGD's step is p + lr * g; adding it in place skips the
+            # negated gradient copies and the optimizer's bookkeeping, with the same rounding.
+            with torch.no_grad():
+                for group in self.optimizer.param_groups:
+                    for parameter, name in zip(group["params"], self._group_names[id(group["params"][0])]):
+                        parameter.add_(gradient[name], alpha=group["lr"])
+        else:
+            for name, parameter in parameters.items():
+                parameter.grad = -gradient[name]
+            self.optimizer.step()
         self.step += 1
         # NOTE: this check reads a flag back from the device after every update, a synchronisation on a GPU.
         self.check_finite(f"at epoch {self.epoch + 1}, step {self.step}")
+
+    def _plain_step(self) -> bool:
+        """Tell whether an SGD step is ``p += lr * gradient`` alone (no momentum, weight decay or Nesterov)."""
+        if not hasattr(self, "_group_names"):
+            names = {id(parameter): name for name, parameter in self.model.named_parameters()}
+            self._group_names = {id(group["params"][0]): [names[id(p)] for p in group["params"]] for group in self.optimizer.param_groups}
+        return all(
+            group["momentum"] == 0 and group["weight_decay"] == 0 and not group["nesterov"] and not group["maximize"]
+            for group in self.optimizer.param_groups
+        )
 
     def check_finite(self, when: str) -> None:
         """Raise :class:`DivergenceError` naming the first diverged parameter and index.
