@@ -3,8 +3,8 @@
 ``ebmgraph train --graph FILE`` reads a graph declaration in the JSON form of
 :meth:`Graph.to_dict` and trains it with one of the estimators of
 :mod:`ebmgraph.learning.algorithms`, without pretraining. The visible layer named
-``x`` receives the images and a visible layer named ``y``, if there is one, the
-one-hot labels; every other layer must be hidden. ``--family rbm`` is the graph
+``x`` receives the images. A visible layer named ``y``, if there is one, receives
+the one-hot labels, and every other layer must be hidden. ``--family rbm`` is the graph
 ``x - h`` with ``h`` of size ``--hidden[0]``. ``--family dnn`` trains the
 feed-forward network ``x -> h1 -> ... -> y`` by back-propagation alone.
 """

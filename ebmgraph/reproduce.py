@@ -332,7 +332,7 @@ def figure5(
 ) -> Path:
     """Train a DRM and generate one image per label; writes ``figure5.png``, ``figure5.md`` and ``figure5-drm.pt``.
 
-    The checkpoint ``figure5-drm.pt`` holds the trained DRM and its hidden means
+    The checkpoint ``figure5-drm.pt`` contains the trained DRM and its hidden means
     (as ``ebmgraph train`` writes them), for ``ebmgraph generate`` and
     ``ebmgraph likelihood``.
 

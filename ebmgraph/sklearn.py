@@ -193,7 +193,7 @@ class DRMClassifier(ClassifierMixin, BaseEstimator):
         return (expected / expected.sum(dim=1, keepdim=True)).numpy()
 
     def predict(self, X: ArrayLike) -> np.ndarray:
-        """The class of maximum probability for each row, shape ``(n_samples,)``, values from :attr:`classes_`."""
+        """Predict the class of maximum probability for each row: shape ``(n_samples,)``, values from :attr:`classes_`."""
         probabilities = self.predict_proba(X)
         return self.classes_[probabilities.argmax(axis=1)]
 

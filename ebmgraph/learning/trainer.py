@@ -100,8 +100,12 @@ def iterate_batches(
     n_rows: int, batch_size: int, *, shuffle: bool, generator: torch.Generator | None, device: torch.device | str | None = None
 ) -> Iterator[torch.Tensor]:
     """Yield index tensors of consecutive mini-batches covering every row once; the last may be smaller."""
-    # The permutation is drawn on the generator's device, so a CUDA generator serves here as well as in sampling.
-    order = torch.randperm(n_rows, generator=generator, device=None if generator is None else generator.device) if shuffle else torch.arange(n_rows)
+    if shuffle:
+        # The permutation is drawn on the generator's device, so a CUDA generator serves here as well as in sampling.
+        where = None if generator is None else generator.device
+        order = torch.randperm(n_rows, generator=generator, device=where)
+    else:
+        order = torch.arange(n_rows)
     order = order.to(device)
     for start in range(0, n_rows, batch_size):
         yield order[start : start + batch_size]
@@ -172,6 +176,8 @@ class Trainer:
             lr=self.config.learning_rate,
             momentum=self.config.momentum,
         )
+        # Parameter names of each optimizer group, in the group's order, for the plain step.
+        self._group_names = [[f"weights.{key}" for key in self.model.weights], [f"biases.{key}" for key in self.model.biases]]
 
     def _check_arguments(self) -> None:
         if not isinstance(self.model, EnergyModel):
@@ -236,16 +242,15 @@ class Trainer:
 
         Raises :class:`DivergenceError` if a parameter is non-finite or too large afterwards.
         """
-        parameters = dict(self.model.named_parameters())
         if self._plain_step():
-            # Without momentum or weight decay, SGD's step is p + lr * g; adding it in place skips the
-            # negated gradient copies and the optimizer's bookkeeping, with the same rounding.
+            # Without momentum or weight decay, SGD's step is p + lr * g. Adding it in place skips the
+            # negated gradient copies and the optimizer's bookkeeping, and rounds the same way.
             with torch.no_grad():
-                for group in self.optimizer.param_groups:
-                    for parameter, name in zip(group["params"], self._group_names[id(group["params"][0])]):
+                for group, names in zip(self.optimizer.param_groups, self._group_names):
+                    for parameter, name in zip(group["params"], names):
                         parameter.add_(gradient[name], alpha=group["lr"])
         else:
-            for name, parameter in parameters.items():
+            for name, parameter in self.model.named_parameters():
                 parameter.grad = -gradient[name]
             self.optimizer.step()
         self.step += 1
@@ -254,9 +259,6 @@ class Trainer:
 
     def _plain_step(self) -> bool:
         """Tell whether an SGD step is ``p += lr * gradient`` alone (no momentum, weight decay or Nesterov)."""
-        if not hasattr(self, "_group_names"):
-            names = {id(parameter): name for name, parameter in self.model.named_parameters()}
-            self._group_names = {id(group["params"][0]): [names[id(p)] for p in group["params"]] for group in self.optimizer.param_groups}
         return all(
             group["momentum"] == 0 and group["weight_decay"] == 0 and not group["nesterov"] and not group["maximize"]
             for group in self.optimizer.param_groups
@@ -445,7 +447,7 @@ class Trainer:
         if missing:
             raise ValueError(f"trainer state is missing {missing}; pass the output of Trainer.state_dict()")
         if int(saved["epoch"]) > self.config.epochs:
-            # fit() would run no epoch and return a model trained for longer than config.epochs says.
+            # fit() would run no epoch and return a model trained for more epochs than config.epochs.
             raise ValueError(
                 f"trainer state was saved after epoch {int(saved['epoch'])}, but this trainer's config has epochs={self.config.epochs}; "
                 f"set epochs to at least {int(saved['epoch'])}"
