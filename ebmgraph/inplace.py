@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from ebmgraph.model import EnergyModel, State
-from ebmgraph.sampling import bulk_words, uses_bulk_path
+from ebmgraph.sampling import BulkWords, bulk_words, uses_bulk_path
 from ebmgraph.units import UnitFamily
 
 __all__ = ["records_gradients", "run_gibbs", "run_mean_field"]
@@ -44,7 +44,7 @@ class LayerStep:
     terms: tuple[tuple[torch.Tensor, UnitFamily, torch.Tensor], ...]
     value: torch.Tensor
     scratch: torch.Tensor | None
-    words: torch.Tensor | None
+    words: BulkWords | None
 
 
 def records_gradients(model: EnergyModel, state: State) -> bool:

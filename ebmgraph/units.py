@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ebmgraph.sampling import bernoulli_
+from ebmgraph.sampling import BulkWords, bernoulli_
 
 __all__ = [
     "UnitFamily",
@@ -104,13 +104,13 @@ class UnitFamily(abc.ABC):
         generator: torch.Generator | None = None,
         *,
         out: torch.Tensor,
-        words: torch.Tensor | None = None,
+        words: BulkWords | None = None,
     ) -> torch.Tensor:
         """Draw one state per row into ``out`` and return it; ``input`` may be overwritten.
 
         The engine's in-place form of :meth:`sample`, drawing from the same
         distribution. ``out`` has the shape and dtype of ``input`` and shares no
-        memory with it. ``words`` is int64 scratch from
+        memory with it. ``words`` is scratch from
         :func:`ebmgraph.sampling.bulk_words` that a family may use for random bits.
         The default copies the result of :meth:`sample`.
         """
@@ -197,7 +197,7 @@ class Bernoulli(UnitFamily):
         generator: torch.Generator | None = None,
         *,
         out: torch.Tensor,
-        words: torch.Tensor | None = None,
+        words: BulkWords | None = None,
     ) -> torch.Tensor:
         return bernoulli_(input.sigmoid_(), generator, out=out, words=words)
 
@@ -244,7 +244,7 @@ class Spin(UnitFamily):
         generator: torch.Generator | None = None,
         *,
         out: torch.Tensor,
-        words: torch.Tensor | None = None,
+        words: BulkWords | None = None,
     ) -> torch.Tensor:
         # s = 2 b - 1 with b ~ Bernoulli(sigmoid(2 input)); exact in floating point.
         bernoulli_(input.mul_(2).sigmoid_(), generator, out=out, words=words)
@@ -381,7 +381,7 @@ class Gaussian(UnitFamily):
         generator: torch.Generator | None = None,
         *,
         out: torch.Tensor,
-        words: torch.Tensor | None = None,
+        words: BulkWords | None = None,
     ) -> torch.Tensor:
         torch.randn(input.shape, dtype=input.dtype, device=input.device, generator=generator, out=out)
         return out.mul_(self._std(input)).add_(input)

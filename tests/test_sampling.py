@@ -5,12 +5,36 @@ import pytest
 import torch
 
 from ebmgraph import sampling
-from ebmgraph.sampling import BULK_MIN_UNITS, bernoulli, bernoulli_, uses_bulk_path
+from ebmgraph.sampling import (
+    BULK_MIN_UNITS,
+    SPLITMIX_MIN_WORDS,
+    bernoulli,
+    bernoulli_,
+    uses_bulk_path,
+)
 
 ALL_DIGITS = torch.arange(2**16, dtype=torch.int32).to(torch.uint16)
 
 FLOAT32_CASES = [0.0, 1.0, 0.5, 2.0**-17, 3e-6, 1e-30, 1e-45, 1 - 2.0**-24, 0.123456789, 0.99999, 1.5 / 2**16]
 FLOAT64_CASES = [0.0, 1.0, 1e-300, 0.1, 1 - 2.0**-53, 2.0**-16 + 2.0**-60]
+
+
+GAMMA = 0x9E3779B97F4A7C15
+
+
+def splitmix64_reference(key: int, n_words: int) -> list[int]:
+    """mix(key + i gamma) for i < n_words, in Python integers (unsigned 64-bit values)."""
+    words = []
+    for i in range(n_words):
+        z = (key + i * GAMMA) % 2**64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % 2**64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % 2**64
+        words.append(z ^ (z >> 31))
+    return words
+
+
+def as_signed(word: int) -> int:
+    return word - 2**64 if word >= 2**63 else word
 
 
 def exact_split(p: float) -> tuple[int, Fraction]:
@@ -159,3 +183,66 @@ def test_bulk_path_only_for_large_cpu_float_tensors():
     assert uses_bulk_path(torch.empty(BULK_MIN_UNITS, dtype=torch.float64))
     assert not uses_bulk_path(torch.empty(BULK_MIN_UNITS - 1))
     assert not uses_bulk_path(torch.empty(BULK_MIN_UNITS, dtype=torch.float16))
+
+
+def test_splitmix64_words_known_outputs():
+    # SplitMix64 seeded with 1234567 (Rosetta Code, "Pseudo-random numbers/Splitmix64").
+    expected = [0x599ED017FB08FC85, 0x2C73F08458540FA5, 0x883EBCE5A3F27C77, 0x3FBEF740E9177B3F, 0xE3B8346708CB5ECD]
+    key = torch.tensor(as_signed((1234567 + GAMMA) % 2**64))
+
+    words = sampling.splitmix64_words(key, SPLITMIX_MIN_WORDS, sampling.bulk_words(4 * SPLITMIX_MIN_WORDS))
+
+    assert [w % 2**64 for w in words[:5].tolist()] == expected
+
+
+@pytest.mark.parametrize("key", [0, 2**63 - 1, -(2**63), -123456789123456789])
+def test_splitmix64_words_match_python_reference(key):
+    # 37 words past a multiple of 16 also run the kernels' scalar tail loops.
+    n_words = SPLITMIX_MIN_WORDS + 37
+
+    words = sampling.splitmix64_words(torch.tensor(key), n_words, sampling.bulk_words(4 * n_words))
+
+    assert [w % 2**64 for w in words.tolist()] == splitmix64_reference(key % 2**64, n_words)
+
+
+def test_random_words_same_for_any_thread_count():
+    threads = torch.get_num_threads()
+    scratch = sampling.bulk_words(8 * SPLITMIX_MIN_WORDS)
+    try:
+        torch.set_num_threads(1)
+        single = sampling.random_words(2 * SPLITMIX_MIN_WORDS, torch.Generator().manual_seed(16), scratch).clone()
+        torch.set_num_threads(max(threads, 2))
+        several = sampling.random_words(2 * SPLITMIX_MIN_WORDS, torch.Generator().manual_seed(16), scratch)
+    finally:
+        torch.set_num_threads(threads)
+
+    assert torch.equal(single, several)
+
+
+@pytest.mark.parametrize("n_words", [SPLITMIX_MIN_WORDS - 1, 4 * SPLITMIX_MIN_WORDS])
+def test_random_words_bytes_uniform(n_words):
+    generator = torch.Generator().manual_seed(17)
+    scratch = sampling.bulk_words(4 * n_words)
+    first = sampling.random_words(n_words, generator, scratch).clone()
+    second = sampling.random_words(n_words, generator, scratch)
+    assert not torch.equal(first, second), "each call must draw a new key"
+
+    # Every byte position of the words, and the byte pairs across consecutive words, must be uniform.
+    as_bytes = first.view(torch.uint8).view(n_words, 8).long()
+    pairs = as_bytes[:-1, 7] * 16 // 256 * 16 + as_bytes[1:, 0] * 16 // 256
+    for name, values, bins in [*((f"byte {b}", as_bytes[:, b], 256) for b in range(8)), ("pairs", pairs, 256)]:
+        counts = torch.bincount(values, minlength=bins).double()
+        expected = values.numel() / bins
+        chi_square = float(((counts - expected) ** 2 / expected).sum())
+        # Chi-square with 255 degrees of freedom: mean 255, standard deviation 22.6; the bound is 6 of them.
+        assert chi_square < 255 + 6 * 22.6, f"{name}: chi-square {chi_square:.1f}"
+
+
+def test_random_words_rejects_small_scratch():
+    with pytest.raises(ValueError, match="scratch holds 4 words, fewer than the 5 requested"):
+        sampling.random_words(5, None, sampling.bulk_words(16))
+
+
+def test_splitmix64_words_rejects_short_stream():
+    with pytest.raises(ValueError, match="n_words must be between SPLITMIX_MIN_WORDS"):
+        sampling.splitmix64_words(torch.tensor(0), 10, sampling.bulk_words(40))
