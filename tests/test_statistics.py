@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ebmgraph.estimators import log_marginal, log_partition
-from ebmgraph.learning import block_means, log_likelihood_gradient, sufficient_statistics
+from ebmgraph.learning import ascend_log_likelihood_, block_means, log_likelihood_gradient, sufficient_statistics
 from helpers import reference_rbm
 
 DATA = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0]], dtype=torch.float64)
@@ -92,3 +92,20 @@ def test_block_means_pair_final_visible_with_its_hidden():
 
     assert schedule.blocks[0].layers == ("h",)
     assert stats == pytest.approx([0.0, 0.0, 0.562177, 0.934011, 0.562177, 0.934011], abs=1e-6)
+
+
+def test_ascend_log_likelihood_adds_rate_times_gradient():
+    model = reference_rbm()
+    generator = torch.Generator().manual_seed(0)
+    # A model term of another batch size, as persistent chains give.
+    negative_v = (torch.rand(5, 3, generator=generator, dtype=torch.float64) < 0.5).double()
+    positive, negative = data_state(model, DATA), data_state(model, negative_v)
+    gradient = log_likelihood_gradient(model, positive, negative)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+
+    with torch.no_grad():
+        ascend_log_likelihood_(model, positive, negative, weight_rate=0.3, bias_rate=0.7)
+
+    for name, parameter in model.named_parameters():
+        rate = 0.3 if name.startswith("weights.") else 0.7
+        torch.testing.assert_close(parameter.detach(), before[name] + rate * gradient[name], rtol=0, atol=1e-15, msg=name)

@@ -248,8 +248,8 @@ def test_exploding_check_can_be_turned_off():
 
 
 def test_plain_step_matches_optimizer_step(monkeypatch):
-    data = {"v": (torch.rand(40, 6, generator=torch.Generator().manual_seed(5)) < 0.5).double()}
-    config = TrainingConfig(epochs=3, batch_size=7, learning_rate=0.3)
+    data = (torch.rand(40, 6, generator=torch.Generator().manual_seed(5)) < 0.5).double()
+    config = TrainingConfig(batch_size=8, learning_rate=0.3)
     trained = []
     for plain in (True, False):
         model = rbm(6, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
@@ -257,8 +257,36 @@ def test_plain_step_matches_optimizer_step(monkeypatch):
         assert trainer._plain_step()
         if not plain:
             monkeypatch.setattr(trainer, "_plain_step", lambda: False)
-        trainer.fit(data)
+        for start in range(0, 40, 8):
+            trainer.update({"v": data[start : start + 8]})
         trained.append(model)
 
     for name, parameter in trained[0].named_parameters():
         assert torch.equal(parameter, dict(trained[1].named_parameters())[name]), name
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.5])
+def test_fit_batch_matches_update(momentum):
+    data = (torch.rand(40, 6, generator=torch.Generator().manual_seed(5)) < 0.5).double()
+    config = TrainingConfig(batch_size=8, learning_rate=0.3, momentum=momentum)
+    trained = []
+    for method in ("update", "fit_batch"):
+        model = rbm(6, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        trainer = Trainer(model, PCD(1), config, generator=torch.Generator().manual_seed(1))
+        for start in range(0, 40, 8):
+            getattr(trainer, method)({"v": data[start : start + 8]})
+        assert trainer.step == 5
+        trained.append(model)
+
+    for name, parameter in trained[0].named_parameters():
+        # The in-place step rounds differently from p + lr * g; five float64 steps stay within 1e-12.
+        torch.testing.assert_close(parameter, dict(trained[1].named_parameters())[name], rtol=0, atol=1e-12, msg=name)
+
+
+def test_fit_batch_checks_divergence():
+    model = rbm(6, 4, generator=torch.Generator().manual_seed(0))
+    trainer = Trainer(model, CD(1), TrainingConfig(learning_rate=1e9, max_abs_parameter=100.0))
+    batch = {"v": (torch.rand(8, 6, generator=torch.Generator().manual_seed(2)) < 0.5).float()}
+
+    with pytest.raises(DivergenceError, match="exceeds max_abs_parameter=100 at epoch 1, step 1"):
+        trainer.fit_batch(batch)

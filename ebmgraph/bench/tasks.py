@@ -172,7 +172,7 @@ def _drm_train(ctx: Context, batch: int) -> dict[str, Callable[[Context], Runner
         config = TrainingConfig(batch_size=batch, learning_rate=LEARNING_RATE)
         trainer = Trainer(model, MeanFieldCD(steps), config, generator=ctx.generator())
         batches = [{"x": x, "y": y} for x, y in _drm_batches(ctx, batch)]
-        return Runner(_cycle(trainer.update, batches), batch)
+        return Runner(_cycle(trainer.fit_batch, batches), batch)
 
     def matmul(ctx: Context) -> Runner:
         like = ctx.binary(1, 1)
@@ -211,7 +211,7 @@ def _rbm_train(ctx: Context) -> dict[str, Callable[[Context], Runner]]:
         model = rbm(n_visible, n_hidden, **ctx.model_options())
         config = TrainingConfig(batch_size=batch, learning_rate=LEARNING_RATE)
         trainer = Trainer(model, PCD(k=1), config, generator=ctx.generator())
-        return Runner(_cycle(trainer.update, [{"v": v} for v in batches(ctx)]), batch)
+        return Runner(_cycle(trainer.fit_batch, [{"v": v} for v in batches(ctx)]), batch)
 
     def matmul(ctx: Context) -> Runner:
         like = ctx.binary(1, 1)

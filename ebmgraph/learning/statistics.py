@@ -22,7 +22,7 @@ from ebmgraph.model import EnergyModel, State
 if TYPE_CHECKING:
     from ebmgraph.schedule import Schedule
 
-__all__ = ["sufficient_statistics", "log_likelihood_gradient", "block_means"]
+__all__ = ["sufficient_statistics", "log_likelihood_gradient", "ascend_log_likelihood_", "block_means"]
 
 
 def sufficient_statistics(model: EnergyModel, state: State) -> dict[str, torch.Tensor]:
@@ -82,6 +82,34 @@ def log_likelihood_gradient(model: EnergyModel, data_state: State, model_state: 
         weight = torch.mm(data[a].T, data[b])
         gradient[f"weights.{model.edge_key(a, b)}"] = weight.addmm_(negative[a].T, negative[b], beta=1.0 / n_data, alpha=-1.0 / n_model)
     return gradient
+
+
+def ascend_log_likelihood_(
+    model: EnergyModel,
+    data_state: State,
+    model_state: State,
+    *,
+    weight_rate: float,
+    bias_rate: float,
+) -> None:
+    """Add ``rate * log_likelihood_gradient(model, data_state, model_state)`` to the parameters in place.
+
+    The plain SGD step without forming the gradient: each weight takes two
+    ``addmm_`` calls, ``W += rate/n data_a.T @ data_b`` and
+    ``W -= rate/m model_a.T @ model_b``, so no weight-sized tensor is written
+    besides the weight itself. The result equals ``W + rate * gradient`` up to
+    rounding. Call it under ``torch.no_grad()``.
+    """
+    data, n_data = _layer_statistics(model, data_state)
+    negative, n_model = _layer_statistics(model, model_state)
+    for name in model.graph.layer_names:
+        bias = model.biases[name]
+        bias.add_(data[name].sum(dim=0), alpha=bias_rate / n_data)
+        bias.add_(negative[name].sum(dim=0), alpha=-bias_rate / n_model)
+    for a, b in model.graph.edges:
+        weight = model.weights[model.edge_key(a, b)]
+        weight.addmm_(data[a].T, data[b], alpha=weight_rate / n_data)
+        weight.addmm_(negative[a].T, negative[b], alpha=-weight_rate / n_model)
 
 
 def block_means(schedule: Schedule, state: State, block: int = 0) -> State:

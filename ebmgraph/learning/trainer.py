@@ -14,7 +14,7 @@ from ebmgraph import distributed as data_parallel
 from ebmgraph.learning.algorithms import GradientEstimator
 from ebmgraph.learning.monitors import reconstruction_error
 from ebmgraph.learning.resume import EpochCheckpoint
-from ebmgraph.learning.statistics import log_likelihood_gradient
+from ebmgraph.learning.statistics import ascend_log_likelihood_, log_likelihood_gradient
 from ebmgraph.model import EnergyModel, State
 
 __all__ = ["TrainingConfig", "Trainer", "DivergenceError", "iterate_batches"]
@@ -210,6 +210,23 @@ class Trainer:
         self.apply_gradient(gradient)
         return gradient
 
+    def fit_batch(self, batch: State) -> None:
+        """Take one step on one mini-batch as :meth:`fit` does, without returning the gradient.
+
+        Equal to :meth:`update` up to rounding. Without momentum or weight decay,
+        in single-process training, it adds the step to the parameters without
+        forming the gradient (:func:`~ebmgraph.learning.statistics.ascend_log_likelihood_`),
+        which saves a weight-sized write and read per edge.
+        """
+        if self.world_size != 1 or not self._plain_step():
+            self.update(batch)
+            return
+        weights, biases = self.optimizer.param_groups
+        with torch.no_grad():
+            data_state, model_state = self.estimator.phases(self.model, batch, self.generator)
+            ascend_log_likelihood_(self.model, data_state, model_state, weight_rate=weights["lr"], bias_rate=biases["lr"])
+        self._finish_step()
+
     def _batch_gradient(self, batch: State, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             data_state, model_state = self.estimator.phases(self.model, batch, generator)
@@ -253,6 +270,9 @@ class Trainer:
             for name, parameter in self.model.named_parameters():
                 parameter.grad = -gradient[name]
             self.optimizer.step()
+        self._finish_step()
+
+    def _finish_step(self) -> None:
         self.step += 1
         # NOTE: this check reads a flag back from the device after every update, a synchronisation on a GPU.
         self.check_finite(f"at epoch {self.epoch + 1}, step {self.step}")
@@ -274,7 +294,7 @@ class Trainer:
         limit = self.config.max_abs_parameter
         # One min-max pass per parameter and a single read-back; the search below runs only on failure.
         with torch.no_grad():
-            extremes = torch.stack([torch.stack(torch.aminmax(p)) for p in self.model.parameters()])
+            extremes = torch.stack([extreme for p in self.model.parameters() for extreme in torch.aminmax(p)])
         if bool(extremes.abs().max() <= limit):  # aminmax propagates NaN, and NaN compares false
             return
         for name, parameter in self.model.named_parameters():
@@ -393,7 +413,7 @@ class Trainer:
             group["lr"] = self.config.learning_rate_at(self.epoch)
         for index in self._batch_indices(n_rows):
             batch = {name: tensor[index] for name, tensor in data.items()}
-            self.update(batch)
+            self.fit_batch(batch)
         self.epoch += 1
         error = self._monitor_error(data, n_rows)
         return {"epoch": self.epoch, "step": self.step, "reconstruction_error": error}
