@@ -188,11 +188,7 @@ def _xor_shift_right(state: torch.Tensor, bits: int, shifted: torch.Tensor) -> N
 
 def uses_bulk_path(probs: torch.Tensor) -> bool:
     """Return True if :func:`bernoulli_` takes the 16-bit bulk path for a tensor like ``probs``."""
-    return (
-        probs.device.type == "cpu"
-        and probs.dtype in (torch.float32, torch.float64)
-        and probs.numel() >= BULK_MIN_UNITS
-    )
+    return probs.is_cpu and probs.dtype in (torch.float32, torch.float64) and probs.numel() >= BULK_MIN_UNITS
 
 
 def bernoulli(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
