@@ -42,7 +42,7 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("protocol")
-    group.add_argument("--hidden", type=int, nargs="+", default=[400, 400], help="hidden layer sizes h1 .. hL (default: 400 400)")
+    group.add_argument("--hidden", type=int, nargs="+", default=None, help="hidden layer sizes h1 .. hL (default: 400 400)")
     group.add_argument("--epochs", type=int, default=50, help="epochs of generative training, and of back-propagation for the dnn family (default: 50)")
     group.add_argument("--pretrain-epochs", type=int, default=50, help="epochs of each pretraining RBM; 0 skips pretraining (default: 50)")
     group.add_argument("--finetune-epochs", type=int, default=10, help="epochs of back-propagation fine-tuning of a trained model; the dnn family uses --epochs (default: 10)")
@@ -54,7 +54,7 @@ def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--weight-decay", type=float, default=0.0, help="L2 penalty on weights (default: 0)")
     group.add_argument("--steps", type=int, default=10, help="mean-field sweeps T in training and read-out (default: 10)")
     group.add_argument("--lr-schedule", choices=["constant", "linear"], default="constant", help="learning-rate schedule of generative training (default: constant, as in the DRM paper)")
-    group.add_argument("--y-units", choices=["bernoulli", "softmax"], default="bernoulli", help="unit family of the label layer (default: bernoulli)")
+    group.add_argument("--y-units", choices=["bernoulli", "softmax"], default=None, help="unit family of the label layer of the drm, dbm and dbn families (default: bernoulli)")
 
 
 def _add_run_options(parser: argparse.ArgumentParser, *, seed: bool = True) -> None:
@@ -90,10 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train one model family and save a checkpoint", description="Train one model family on MNIST and save a checkpoint and metrics.")
-    train.add_argument("--family", choices=["drm", "dbm", "dbn", "rbm", "dnn"], default="drm", help="model family; rbm is x - h with h of size --hidden[0] (default: drm)")
+    train.add_argument("--family", choices=["drm", "dbm", "dbn", "rbm", "dnn"], default="drm", help="model family; rbm is x - h with one hidden layer of size --hidden (default: drm)")
     train.add_argument("--graph", type=Path, default=None, metavar="FILE", help="train the graph declared in this JSON file (Graph.to_dict format) instead of a family")
     train.add_argument("--algorithm", choices=["cd", "pcd", "mf-pcd", "mf-cd"], default=None, help="estimator for --graph and --family rbm (default: cd)")
-    train.add_argument("--k", type=int, default=1, help="Gibbs sweeps per update of cd, pcd and mf-pcd (default: 1)")
+    train.add_argument("--k", type=int, default=None, help="Gibbs sweeps per update of cd, pcd and mf-pcd, for --graph and --family rbm (default: 1)")
     _add_data_options(train)
     _add_protocol_options(train)
     _add_run_options(train)
@@ -227,9 +227,12 @@ def load_data(
     )
 
 
+DEFAULT_HIDDEN = (400, 400)
+
+
 def protocol_from(args: argparse.Namespace) -> Protocol:
     return Protocol(
-        hidden=tuple(args.hidden),
+        hidden=tuple(args.hidden or DEFAULT_HIDDEN),
         epochs=args.epochs,
         pretrain_epochs=args.pretrain_epochs,
         finetune_epochs=args.finetune_epochs,
@@ -239,15 +242,14 @@ def protocol_from(args: argparse.Namespace) -> Protocol:
         weight_decay=args.weight_decay,
         finetune_learning_rate=args.finetune_lr,
         mean_field_steps=args.steps,
-        y_units=args.y_units,
+        y_units=args.y_units or "bernoulli",
         learning_rate_schedule=args.lr_schedule,
         dbm_learning_rate=args.dbm_lr,
     )
 
 
 def command_train(args: argparse.Namespace) -> None:
-    if args.dbm_lr is not None and (args.graph is not None or args.family != "dbm"):
-        raise ValueError("--dbm-lr applies to --family dbm only; other models train at --lr")
+    _check_model_options(args)
     if args.graph is not None or args.family in ("rbm", "dnn"):
         command_train_other(args)
         return
@@ -292,6 +294,24 @@ def command_train(args: argparse.Namespace) -> None:
     print(f"wrote {checkpoint} and {metrics}")
 
 
+def _check_model_options(args: argparse.Namespace) -> None:
+    """Reject options that the chosen model would ignore."""
+    model = "--graph" if args.graph is not None else f"--family {args.family}"
+    if args.dbm_lr is not None and model != "--family dbm":
+        raise ValueError("--dbm-lr applies to --family dbm only; other models train at --lr")
+    if args.y_units is not None and model not in ("--family drm", "--family dbm", "--family dbn"):
+        raise ValueError(f"--y-units sets the label layer of --family drm, dbm and dbn, but {model} has no label layer")
+    if args.hidden is not None and model == "--graph":
+        raise ValueError("--hidden does not apply to --graph, because the graph file declares its layer sizes")
+    if args.hidden is not None and model == "--family rbm" and len(args.hidden) != 1:
+        raise ValueError(f"--family rbm has one hidden layer, so --hidden takes one size (got {args.hidden})")
+    if args.k is not None:
+        if model not in ("--graph", "--family rbm"):
+            raise ValueError(f"--k applies to --graph and --family rbm only, because {model} trains by its own recipe")
+        if args.algorithm == "mf-cd":
+            raise ValueError("--k sets the Gibbs sweeps of cd, pcd and mf-pcd, but mf-cd runs mean field instead")
+
+
 def command_train_other(args: argparse.Namespace) -> None:
     """Train a graph file, the RBM or the DNN; write ``NAME.pt`` (or ``dnn-network.pt``) and ``NAME-metrics.json``."""
     if args.checkpoint_every_epoch or args.resume is not None:
@@ -316,7 +336,7 @@ def command_train_other(args: argparse.Namespace) -> None:
         name = "rbm" if args.graph is None else args.graph.stem
         graph = graph or graph_training.rbm_graph(data.train_x.shape[1], protocol.hidden[0])
         model = graph_training.build_model(graph, data, generator)
-        record = graph_training.train_graph(model, data, protocol, algorithm=args.algorithm or "cd", k=args.k, generator=generator,
+        record = graph_training.train_graph(model, data, protocol, algorithm=args.algorithm or "cd", k=args.k or 1, generator=generator,
                                             progress=not args.quiet)
         record["family"] = name
         records = [record]
@@ -512,6 +532,9 @@ def command_reproduce(args: argparse.Namespace) -> None:
     def load(seed: int) -> ClassificationData:
         return load_data(args, args.device, torch.Generator(device=args.device).manual_seed(seed))
 
+    if args.hidden is not None and args.experiment != "figure5":
+        sizes = "--first and --second" if args.experiment == "table1" else "--architectures"
+        raise ValueError(f"--hidden does not apply to reproduce {args.experiment}, which takes its hidden sizes from {sizes}")
     common = {"command": command, "progress": not args.quiet}
     settings = {"train_size": args.train_size, "validation_size": args.validation_size}
     if args.experiment == "table1":

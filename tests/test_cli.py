@@ -14,6 +14,8 @@ needs_mnist = pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"MNIST files no
 
 TINY = ["--data", str(MNIST_DIR), "--no-download", "--train-size", "200", "--validation-size", "100", "--hidden", "16", "12",
         "--epochs", "1", "--pretrain-epochs", "1", "--finetune-epochs", "1", "--quiet"]
+# The same without --hidden, for graph files, which declare their own sizes.
+TINY_GRAPH = [option for option in TINY if option not in ("--hidden", "16", "12")]
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate", "generate", "compare", "reproduce", "likelihood"])
@@ -235,7 +237,7 @@ def test_train_graph_file_classifies(tmp_path, capsys):
     path = tmp_path / "chain.json"
     path.write_text(json.dumps(graph.to_dict()))
 
-    assert main(["train", "--graph", str(path), "--algorithm", "mf-pcd", *TINY, "--output", str(tmp_path)]) == 0
+    assert main(["train", "--graph", str(path), "--algorithm", "mf-pcd", *TINY_GRAPH, "--output", str(tmp_path)]) == 0
 
     assert "chain: validation error" in capsys.readouterr().out
     model, _, metadata = load_checkpoint(tmp_path / "chain.pt")
@@ -245,7 +247,7 @@ def test_train_graph_file_classifies(tmp_path, capsys):
 
 @needs_mnist
 def test_train_rbm_and_dnn_families(tmp_path, capsys):
-    assert main(["train", "--family", "rbm", "--algorithm", "pcd", *TINY, "--output", str(tmp_path)]) == 0
+    assert main(["train", "--family", "rbm", "--algorithm", "pcd", *TINY, "--hidden", "16", "--output", str(tmp_path)]) == 0
     assert main(["train", "--family", "dnn", *TINY, "--output", str(tmp_path)]) == 0
 
     model, _, _ = load_checkpoint(tmp_path / "rbm.pt")
@@ -264,6 +266,43 @@ def test_algorithm_rejected_for_dnn(tmp_path, capsys):
     arguments = ["train", "--family", "dnn", "--algorithm", "pcd", "--data", str(tmp_path), "--no-download", "--output", str(tmp_path)]
     assert main(arguments) == 2
     assert "--family dnn trains by back-propagation alone" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--family", "drm", "--k", "3"], "--k applies to --graph and --family rbm only, because --family drm trains by its own recipe"),
+        (["--family", "rbm", "--algorithm", "mf-cd", "--k", "3"], "--k sets the Gibbs sweeps of cd, pcd and mf-pcd, but mf-cd runs mean field"),
+        (["--family", "rbm", "--y-units", "softmax"], "--y-units sets the label layer of --family drm, dbm and dbn, but --family rbm has no label layer"),
+        (["--family", "dnn", "--y-units", "softmax"], "--family dnn has no label layer"),
+        (["--family", "rbm", "--hidden", "16", "12"], "--family rbm has one hidden layer, so --hidden takes one size (got [16, 12])"),
+    ],
+)
+def test_train_rejects_ignored_options(options, message, tmp_path, capsys):
+    arguments = ["train", *options, "--data", str(tmp_path), "--no-download", "--output", str(tmp_path)]
+
+    assert main(arguments) == 2
+
+    assert message in capsys.readouterr().err
+
+
+def test_train_graph_rejects_hidden(tmp_path, capsys):
+    graph = tmp_path / "chain.json"
+    graph.write_text("{}")
+    arguments = ["train", "--graph", str(graph), "--hidden", "16", "--data", str(tmp_path), "--no-download", "--output", str(tmp_path)]
+
+    assert main(arguments) == 2
+
+    assert "--hidden does not apply to --graph" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("experiment, sizes", [("table1", "--first and --second"), ("figure4", "--architectures")])
+def test_reproduce_rejects_hidden(experiment, sizes, tmp_path, capsys):
+    arguments = ["reproduce", experiment, "--hidden", "16", "--data", str(tmp_path), "--no-download", "--output", str(tmp_path)]
+
+    assert main(arguments) == 2
+
+    assert f"--hidden does not apply to reproduce {experiment}, which takes its hidden sizes from {sizes}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("family", ["drm", "dbn", "rbm"])
