@@ -6,12 +6,13 @@ bits per unit instead, four units per 64-bit word, and makes those words with a
 counter-based generator that runs as element-wise tensor operations, so it uses
 every intra-op thread:
 
-* Word ``i`` of a call is ``mix(s + i * gamma)`` (mod ``2**64``), SplitMix64's
-  output function (Steele, Lea and Flood, "Fast splittable pseudorandom number
+* From :data:`SPLITMIX_MIN_WORDS` words on, word ``i`` of a call is
+  ``mix(s + i * gamma)`` (mod ``2**64``), SplitMix64's output function (Steele, Lea and Flood, "Fast splittable pseudorandom number
   generators", OOPSLA 2014, with the finaliser constants of Vigna's
   ``splitmix64.c``). The key ``s`` is a fresh 64-bit draw from the caller's
   ``torch.Generator`` on every call, so the generator stays the only source of
   randomness and the same seed gives the same units for any number of threads.
+  Fewer words come from ``Tensor.random_`` with the same generator.
 * Let ``k`` be a unit's 16-bit digit, uniform on ``{0, ..., 2**16 - 1}``, and
   ``d = p - k * 2**-16``. If ``d >= 2**-16`` the unit is 1, and if ``d <= 0`` it
   is 0. Otherwise (a *tie*: ``k = floor(p * 2**16)``, probability at most
@@ -61,15 +62,15 @@ BULK_MIN_UNITS = 12_000
 
 Near this size both paths took about 50 microseconds on one core of a 2-core
 AMD EPYC machine (shared with other jobs). Below it the bulk path's fixed cost of
-about twenty operations dominates.
+about a dozen operations dominates.
 """
 
 SPLITMIX_MIN_WORDS = 16_384
 """Fewest 64-bit words (four units each) that :func:`random_words` makes with SplitMix64.
 
 Smaller draws use ``Tensor.random_``: one call beats the generator's twelve
-element-wise operations there. Both sources take every bit from the caller's
-generator, so the choice depends only on the tensor's size.
+element-wise operations there. Both sources draw only from the caller's
+generator, and the choice depends only on the tensor's size.
 """
 
 _DIGIT_SCALE = 2.0**-DIGIT_BITS
