@@ -299,6 +299,8 @@ def _check_model_options(args: argparse.Namespace) -> None:
     model = "--graph" if args.graph is not None else f"--family {args.family}"
     if args.dbm_lr is not None and model != "--family dbm":
         raise ValueError("--dbm-lr applies to --family dbm only; other models train at --lr")
+    if args.y_units is not None and model == "--graph":
+        raise ValueError("--y-units does not apply to --graph, because the graph file declares the units of every layer")
     if args.y_units is not None and model not in ("--family drm", "--family dbm", "--family dbn"):
         raise ValueError(f"--y-units sets the label layer of --family drm, dbm and dbn, but {model} has no label layer")
     if args.hidden is not None and model == "--graph":

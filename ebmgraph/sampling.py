@@ -202,7 +202,9 @@ def bernoulli(probs: torch.Tensor, generator: torch.Generator | None = None) -> 
     generator : torch.Generator, optional
         Source of every random draw.
     """
-    return bernoulli_(probs.clone(), generator, out=torch.empty_like(probs))
+    options = {"dtype": probs.dtype, "device": probs.device}
+    scratch = torch.empty(probs.shape, **options).copy_(probs.detach())
+    return bernoulli_(scratch, generator, out=torch.empty(probs.shape, **options))
 
 
 def bernoulli_(
@@ -216,12 +218,13 @@ def bernoulli_(
 
     Parameters
     ----------
-    probs : Tensor, any shape, contiguous
+    probs : Tensor, any shape
         Probabilities in ``[0, 1]`` (not checked). Its values are lost.
     generator : torch.Generator, optional
         Source of every random draw.
-    out : Tensor, shape and dtype of ``probs``, contiguous
+    out : Tensor, shape and dtype of ``probs``
         Receives the units, 0.0 or 1.0. It must not share memory with ``probs``.
+        Contiguous ``probs`` and ``out`` avoid two copies on the bulk path.
     words : BulkWords, optional
         Scratch from :func:`bulk_words` for at least ``probs.numel()`` units,
         reused between calls to save allocations.
@@ -232,9 +235,16 @@ def bernoulli_(
         ``out``.
     """
     if not uses_bulk_path(probs):
-        uniform = torch.rand(probs.shape, dtype=probs.dtype, device=probs.device, generator=generator)
+        # Uniforms in float16 or bfloat16 would have 11 or 8 significant bits and bias small p.
+        dtype = torch.float32 if probs.dtype in (torch.float16, torch.bfloat16) else probs.dtype
+        uniform = torch.rand(probs.shape, dtype=dtype, device=probs.device, generator=generator)
         return out.copy_(torch.lt(uniform, probs))
+    if not (probs.is_contiguous() and out.is_contiguous()):
+        # The bulk path reads and writes flat views, so it runs on contiguous copies.
+        units = bernoulli_(probs.contiguous(), generator, out=torch.empty(out.shape, dtype=out.dtype), words=words)
+        return out.copy_(units)
 
+    probs = probs.detach()
     n_units = probs.numel()
     n_words = (n_units + _DIGITS_PER_WORD - 1) // _DIGITS_PER_WORD
     if words is None or words.capacity < n_words:

@@ -286,14 +286,21 @@ def test_train_rejects_ignored_options(options, message, tmp_path, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_train_graph_rejects_hidden(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--hidden", "16"], "--hidden does not apply to --graph, because the graph file declares its layer sizes"),
+        (["--y-units", "softmax"], "--y-units does not apply to --graph, because the graph file declares the units"),
+    ],
+)
+def test_train_graph_rejects_family_options(options, message, tmp_path, capsys):
     graph = tmp_path / "chain.json"
     graph.write_text("{}")
-    arguments = ["train", "--graph", str(graph), "--hidden", "16", "--data", str(tmp_path), "--no-download", "--output", str(tmp_path)]
+    arguments = ["train", "--graph", str(graph), *options, "--data", str(tmp_path), "--no-download", "--output", str(tmp_path)]
 
     assert main(arguments) == 2
 
-    assert "--hidden does not apply to --graph" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("experiment, sizes", [("table1", "--first and --second"), ("figure4", "--architectures")])

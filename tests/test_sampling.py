@@ -246,3 +246,46 @@ def test_random_words_rejects_small_scratch():
 def test_splitmix64_words_rejects_short_stream():
     with pytest.raises(ValueError, match="n_words must be between SPLITMIX_MIN_WORDS"):
         sampling.splitmix64_words(torch.tensor(0), 10, sampling.bulk_words(40))
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        lambda t: t.reshape(150, 200).t(),
+        lambda t: t.reshape(10, 30, 100).permute(2, 0, 1),
+        lambda t: t.reshape(5, 6, 20, 50).contiguous(memory_format=torch.channels_last),
+        lambda t: t.reshape(100, 300)[:, ::2],
+    ],
+    ids=["transposed", "permuted", "channels-last", "strided"],
+)
+def test_bernoulli_any_layout_same_units(layout):
+    probs = layout(torch.rand(30_000, generator=torch.Generator().manual_seed(18)))
+    assert uses_bulk_path(probs)
+
+    units = bernoulli(probs, torch.Generator().manual_seed(19))
+    expected = bernoulli(probs.contiguous(), torch.Generator().manual_seed(19))
+
+    assert units.shape == probs.shape
+    assert torch.equal(units, expected)
+
+
+@pytest.mark.parametrize("size", [BULK_MIN_UNITS * 2, 10])
+def test_bernoulli_accepts_probs_requiring_grad(size):
+    probs = torch.full((size,), 0.5, requires_grad=True)
+
+    units = bernoulli(probs, torch.Generator().manual_seed(20))
+
+    assert not units.requires_grad
+    assert set(units.unique().tolist()) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_bernoulli_half_precision_small_probability(dtype):
+    rows = 2_000_000
+    probs = torch.full((rows,), 1e-3, dtype=dtype)
+    p = probs[0].item()
+
+    units = bernoulli(probs, torch.Generator().manual_seed(21))
+
+    # Five standard errors of a mean of 2e6 Bernoulli(p) draws; float16 or bfloat16 uniforms are off by 60 or more.
+    assert units.double().mean().item() == pytest.approx(p, abs=5 * math.sqrt(p * (1 - p) / rows))

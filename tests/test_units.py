@@ -5,6 +5,7 @@ import torch
 from scipy import integrate
 
 from ebmgraph import EnergyModel, Gaussian, Graph, GraphError, UnitFamily, get_unit_family, register_unit_family, unit_family_names
+from ebmgraph.units import Bernoulli, Spin
 from ebmgraph.estimators import log_partition
 from helpers import set_parameters
 
@@ -294,3 +295,14 @@ def test_register_rejects_duplicate_name():
 def test_unknown_family_lists_registered():
     with pytest.raises(ValueError, match="unknown unit family 'binary'.*bernoulli"):
         get_unit_family("binary")
+
+
+@pytest.mark.parametrize("family, values", [(Bernoulli(), {0.0, 1.0}), (Spin(), {-1.0, 1.0})])
+def test_sample_transposed_input(family, values):
+    # A transposed input of 24,000 units takes the bulk sampler, which works on flat views.
+    input = torch.randn(200, 120, generator=torch.Generator().manual_seed(0)).t()
+
+    state = family.sample(input, torch.Generator().manual_seed(1))
+
+    assert state.shape == (120, 200)
+    assert set(state.unique().tolist()) == values

@@ -293,10 +293,8 @@ class Trainer:
         """
         limit = self.config.max_abs_parameter
         # One min-max pass per parameter and a single read-back; the search below runs only on failure.
-        # The optimizer's groups list the model's parameters without a walk over its modules.
-        parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
         with torch.no_grad():
-            extremes = torch.stack([extreme for p in parameters for extreme in torch.aminmax(p)])
+            extremes = torch.stack([extreme for p in self.model.parameters() for extreme in torch.aminmax(p)])
         if bool(extremes.abs().max() <= limit):  # aminmax propagates NaN, and NaN compares false
             return
         for name, parameter in self.model.named_parameters():
