@@ -19,6 +19,7 @@ import torch
 from ebmgraph import datasets, distributed, graph_training, reproduce
 from ebmgraph._io import write_atomic
 from ebmgraph.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ebmgraph.cli_options import FAMILY_OPTIONS, family_options, protocol_from, reject_unused, train_options
 from ebmgraph.estimators.ais import ais_log_partition, default_betas
 from ebmgraph.estimators.likelihood import estimate_log_likelihood
 from ebmgraph.experiments import FAMILIES, ClassificationData, DeepBeliefNet, Protocol, mean_field_error, run_family
@@ -43,18 +44,18 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("protocol")
     group.add_argument("--hidden", type=int, nargs="+", default=None, help="hidden layer sizes h1 .. hL (default: 400 400)")
-    group.add_argument("--epochs", type=int, default=50, help="epochs of generative training, and of back-propagation for the dnn family (default: 50)")
-    group.add_argument("--pretrain-epochs", type=int, default=50, help="epochs of each pretraining RBM; 0 skips pretraining (default: 50)")
-    group.add_argument("--finetune-epochs", type=int, default=10, help="epochs of back-propagation fine-tuning of a trained model; the dnn family uses --epochs (default: 10)")
-    group.add_argument("--batch-size", type=int, default=20, help="rows per mini-batch (default: 20)")
-    group.add_argument("--lr", type=float, default=0.1, help="learning rate of pretraining and generative training (default: 0.1)")
+    group.add_argument("--epochs", type=int, default=None, help="epochs of generative training, and of back-propagation for the dnn family (default: 50)")
+    group.add_argument("--pretrain-epochs", type=int, default=None, help="epochs of each pretraining RBM; 0 skips pretraining (default: 50)")
+    group.add_argument("--finetune-epochs", type=int, default=None, help="epochs of back-propagation fine-tuning of a trained model; the dnn family uses --epochs (default: 10)")
+    group.add_argument("--batch-size", type=int, default=None, help="rows per mini-batch (default: 20)")
+    group.add_argument("--lr", type=float, default=None, help="learning rate of pretraining and generative training (default: 0.1)")
     group.add_argument("--dbm-lr", type=float, default=None, help="learning rate of the DBM's training after pretraining (default: --lr)")
-    group.add_argument("--finetune-lr", type=float, default=0.1, help="learning rate of back-propagation (default: 0.1)")
-    group.add_argument("--momentum", type=float, default=0.0, help="momentum (default: 0)")
-    group.add_argument("--weight-decay", type=float, default=0.0, help="L2 penalty on weights (default: 0)")
-    group.add_argument("--steps", type=int, default=10, help="mean-field sweeps T in training and read-out (default: 10)")
-    group.add_argument("--lr-schedule", choices=["constant", "linear"], default="constant", help="learning-rate schedule of generative training (default: constant, as in the DRM paper)")
-    group.add_argument("--y-units", choices=["bernoulli", "softmax"], default=None, help="unit family of the label layer of the drm, dbm and dbn families (default: bernoulli)")
+    group.add_argument("--finetune-lr", type=float, default=None, help="learning rate of back-propagation (default: 0.1)")
+    group.add_argument("--momentum", type=float, default=None, help="momentum (default: 0)")
+    group.add_argument("--weight-decay", type=float, default=None, help="L2 penalty on weights (default: 0)")
+    group.add_argument("--steps", type=int, default=None, help="mean-field sweeps T in training and read-out (default: 10)")
+    group.add_argument("--lr-schedule", choices=["constant", "linear"], default=None, help="learning-rate schedule of generative training (default: constant, as in the DRM paper)")
+    group.add_argument("--y-units", choices=["bernoulli", "softmax"], default=None, help="unit family of the label layer of the drm and dbm families (default: bernoulli)")
 
 
 def _add_run_options(parser: argparse.ArgumentParser, *, seed: bool = True) -> None:
@@ -90,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train one model family and save a checkpoint", description="Train one model family on MNIST and save a checkpoint and metrics.")
-    train.add_argument("--family", choices=["drm", "dbm", "dbn", "rbm", "dnn"], default="drm", help="model family; rbm is x - h with one hidden layer of size --hidden (default: drm)")
+    train.add_argument("--family", choices=["drm", "dbm", "dbn", "rbm", "dnn"], default=None, help="model family; rbm is x - h with one hidden layer of size --hidden (default: drm)")
     train.add_argument("--graph", type=Path, default=None, metavar="FILE", help="train the graph declared in this JSON file (Graph.to_dict format) instead of a family")
     train.add_argument("--algorithm", choices=["cd", "pcd", "mf-pcd", "mf-cd"], default=None, help="estimator for --graph and --family rbm (default: cd)")
     train.add_argument("--k", type=int, default=None, help="Gibbs sweeps per update of cd, pcd and mf-pcd, for --graph and --family rbm (default: 1)")
@@ -149,13 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reproduce.add_argument("experiment", choices=["table1", "figure4", "figure5"], help="what to reproduce")
     reproduce.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds run for every cell (default: 0)")
-    reproduce.add_argument("--more-seeds", type=int, nargs="*", default=[], help="further seeds for the [400, 400] cell (default: none)")
-    reproduce.add_argument("--first", type=int, nargs="+", default=list(TABLE1_FIRST), help="table1: sizes of h1 (default: 200 300 400 500)")
-    reproduce.add_argument("--second", type=int, nargs="+", default=list(TABLE1_SECOND), help="table1: sizes of h2 (default: 50 100 200 300 400 500)")
+    reproduce.add_argument("--more-seeds", type=int, nargs="*", default=None, help="further seeds for the [400, 400] cell (default: none)")
+    reproduce.add_argument("--first", type=int, nargs="+", default=None, help="table1: sizes of h1 (default: 200 300 400 500)")
+    reproduce.add_argument("--second", type=int, nargs="+", default=None, help="table1: sizes of h2 (default: 50 100 200 300 400 500)")
     reproduce.add_argument(
-        "--architectures", nargs="+", default=["400x200", "400x400"], help="figure4: hidden sizes as H1xH2[x...] (default: 400x200 400x400)"
+        "--architectures", nargs="+", default=None, help="figure4: hidden sizes as H1xH2[x...] (default: 400x200 400x400)"
     )
-    reproduce.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES), help="figure4: families to run (default: all)")
+    reproduce.add_argument("--families", nargs="+", choices=FAMILIES, default=None, help="figure4: families to run (default: all)")
     _add_data_options(reproduce)
     _add_protocol_options(reproduce)
     # --seeds replaces --seed here, so a lone --seed N is read as --seeds N rather than ignored.
@@ -176,10 +177,18 @@ def check_arguments(args: argparse.Namespace) -> None:
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    for name in ("epochs", "pretrain_epochs", "finetune_epochs"):
+    epochs = getattr(args, "epochs", None)
+    if epochs is not None and epochs < 1:
+        raise ValueError(f"--epochs must be at least 1, got {epochs}")
+    for name in ("pretrain_epochs", "finetune_epochs"):
         value = getattr(args, name, None)
         if value is not None and value < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {value}")
+    families = [getattr(args, "family", None), *(getattr(args, "families", None) or [])]
+    if getattr(args, "experiment", None) == "figure4" and getattr(args, "families", None) is None:
+        families += FAMILIES
+    if getattr(args, "pretrain_epochs", None) == 0 and any(family in ("dbn", "fine-dbn") for family in families):
+        raise ValueError("--pretrain-epochs 0 would leave the DBN untrained, because its training is the pretraining; pass 1 or more")
     for name in ("lr", "finetune_lr", "dbm_lr"):
         value = getattr(args, name, None)
         if value is not None and not (value > 0 and value < float("inf")):
@@ -227,28 +236,14 @@ def load_data(
     )
 
 
-DEFAULT_HIDDEN = (400, 400)
-
-
-def protocol_from(args: argparse.Namespace) -> Protocol:
-    return Protocol(
-        hidden=tuple(args.hidden or DEFAULT_HIDDEN),
-        epochs=args.epochs,
-        pretrain_epochs=args.pretrain_epochs,
-        finetune_epochs=args.finetune_epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
-        finetune_learning_rate=args.finetune_lr,
-        mean_field_steps=args.steps,
-        y_units=args.y_units or "bernoulli",
-        learning_rate_schedule=args.lr_schedule,
-        dbm_learning_rate=args.dbm_lr,
-    )
+DEFAULT_FAMILY = "drm"
 
 
 def command_train(args: argparse.Namespace) -> None:
+    if args.graph is not None and args.family is not None:
+        raise ValueError("pass either --graph or --family, not both: the graph file declares the model")
+    if args.graph is None and args.family is None:
+        args.family = DEFAULT_FAMILY
     _check_model_options(args)
     if args.graph is not None or args.family in ("rbm", "dnn"):
         command_train_other(args)
@@ -274,7 +269,7 @@ def command_train(args: argparse.Namespace) -> None:
     records = [result.summary()]
     overall, per_label = _hidden_means(model, data, protocol.mean_field_steps)
     training = {"hidden_means": overall, "hidden_means_per_label": per_label}
-    if args.finetune_epochs:
+    if protocol.finetune_epochs:
         fine = run_family(f"fine-{args.family}", data, protocol, generator=generator, trained=trained)
         records.append(fine.summary())
         training["finetuned"] = {"sizes": [layer.in_features for layer in fine.model.layers] + [fine.model.layers[-1].out_features],
@@ -301,8 +296,10 @@ def _check_model_options(args: argparse.Namespace) -> None:
         raise ValueError("--dbm-lr applies to --family dbm only; other models train at --lr")
     if args.y_units is not None and model == "--graph":
         raise ValueError("--y-units does not apply to --graph, because the graph file declares the units of every layer")
-    if args.y_units is not None and model not in ("--family drm", "--family dbm", "--family dbn"):
-        raise ValueError(f"--y-units sets the label layer of --family drm, dbm and dbn, but {model} has no label layer")
+    if args.y_units is not None and model == "--family dbn":
+        raise ValueError("--y-units does not apply to --family dbn, whose top RBM always has softmax label units")
+    if args.y_units is not None and model not in ("--family drm", "--family dbm"):
+        raise ValueError(f"--y-units sets the label layer of --family drm and dbm, but {model} has no label layer")
     if args.hidden is not None and model == "--graph":
         raise ValueError("--hidden does not apply to --graph, because the graph file declares its layer sizes")
     if args.hidden is not None and model == "--family rbm" and len(args.hidden) != 1:
@@ -312,6 +309,10 @@ def _check_model_options(args: argparse.Namespace) -> None:
             raise ValueError(f"--k applies to --graph and --family rbm only, because {model} trains by its own recipe")
         if args.algorithm == "mf-cd":
             raise ValueError("--k sets the Gibbs sweeps of cd, pcd and mf-pcd, but mf-cd runs mean field instead")
+    if args.graph is not None:
+        reject_unused(args, FAMILY_OPTIONS["graph"], "--graph")
+    else:
+        reject_unused(args, train_options(args.family), model)
 
 
 def command_train_other(args: argparse.Namespace) -> None:
@@ -367,10 +368,11 @@ def resume_options(args: argparse.Namespace) -> tuple[EpochCheckpoint | None, Pa
     """Return the per-epoch checkpoint and the file to resume from, after checking that the file fits this run."""
     if not args.checkpoint_every_epoch and args.resume is None:
         return None, None
-    if args.family not in ("drm", "dbm"):
-        raise ValueError(f"--checkpoint-every-epoch and --resume apply to the generative training of drm and dbm; --family {args.family} has none")
+    family = args.family or DEFAULT_FAMILY
+    if family not in ("drm", "dbm"):
+        raise ValueError(f"--checkpoint-every-epoch and --resume apply to the generative training of drm and dbm; --family {family} has none")
     identity = {
-        "family": args.family,
+        "family": family,
         "seed": args.seed,
         "train_size": args.train_size,
         "validation_size": args.validation_size,
@@ -378,7 +380,7 @@ def resume_options(args: argparse.Namespace) -> tuple[EpochCheckpoint | None, Pa
     }
     if args.resume is not None:
         _check_resume_file(args.resume, identity)
-    return EpochCheckpoint(args.output / f"{args.family}-training.pt", metadata=identity), args.resume
+    return EpochCheckpoint(args.output / f"{family}-training.pt", metadata=identity), args.resume
 
 
 def _check_resume_file(path: Path, identity: dict) -> None:
@@ -508,6 +510,8 @@ def _temperature_segments(count: int) -> list[tuple[float, int]]:
 
 
 def command_compare(args: argparse.Namespace) -> None:
+    used = frozenset().union(*(family_options(family) for family in args.families))
+    reject_unused(args, used, f"compare --families {' '.join(args.families)}")
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     data = load_data(args, args.device, generator)
     protocol = protocol_from(args)
@@ -528,30 +532,56 @@ def command_compare(args: argparse.Namespace) -> None:
 
 
 def command_reproduce(args: argparse.Namespace) -> None:
+    _check_reproduce_options(args)
     protocol = protocol_from(args)
     command = "ebmgraph " + " ".join(sys.argv[1:])
 
     def load(seed: int) -> ClassificationData:
         return load_data(args, args.device, torch.Generator(device=args.device).manual_seed(seed))
 
-    if args.hidden is not None and args.experiment != "figure5":
-        sizes = "--first and --second" if args.experiment == "table1" else "--architectures"
-        raise ValueError(f"--hidden does not apply to reproduce {args.experiment}, which takes its hidden sizes from {sizes}")
     common = {"command": command, "progress": not args.quiet}
     settings = {"train_size": args.train_size, "validation_size": args.validation_size}
+    more_seeds = args.more_seeds or []
     if args.experiment == "table1":
-        path = reproduce.table1(load, protocol, args.output, seeds=args.seeds, more_seeds=args.more_seeds,
-                                first=args.first, second=args.second, settings=settings, **common)
+        path = reproduce.table1(load, protocol, args.output, seeds=args.seeds, more_seeds=more_seeds,
+                                first=args.first or list(TABLE1_FIRST), second=args.second or list(TABLE1_SECOND),
+                                settings=settings, **common)
     elif args.experiment == "figure4":
-        path = reproduce.figure4(load, protocol, args.output, seeds=args.seeds, more_seeds=args.more_seeds,
-                                 hidden_sizes=[_architecture(text) for text in args.architectures], families=args.families,
+        architectures = args.architectures or list(FIGURE4_ARCHITECTURES)
+        path = reproduce.figure4(load, protocol, args.output, seeds=args.seeds, more_seeds=more_seeds,
+                                 hidden_sizes=[_architecture(text) for text in architectures], families=args.families or list(FAMILIES),
                                  settings=settings, **common)
     else:
-        if len(args.seeds) > 1 or args.more_seeds:
-            raise ValueError(f"figure5 trains one DRM; pass one --seeds value and no --more-seeds, got --seeds {args.seeds} --more-seeds {args.more_seeds}")
+        if len(args.seeds) > 1:
+            raise ValueError(f"figure5 trains one DRM; pass one --seeds value, got --seeds {args.seeds}")
         path = reproduce.figure5(load, protocol, args.output, seed=args.seeds[0], **common)
     print(path.read_text())
     print(f"wrote {path} and the files beside it in {args.output}")
+
+
+# Options of ``ebmgraph reproduce`` that only some experiments read.
+REPRODUCE_OPTIONS = {"first": ("table1",), "second": ("table1",), "architectures": ("figure4",), "families": ("figure4",),
+                     "more_seeds": ("table1", "figure4")}
+FIGURE4_ARCHITECTURES = ("400x200", "400x400")
+
+
+def _check_reproduce_options(args: argparse.Namespace) -> None:
+    """Reject options that the chosen experiment would ignore."""
+    experiment = args.experiment
+    for dest, experiments in REPRODUCE_OPTIONS.items():
+        if getattr(args, dest) is not None and experiment not in experiments:
+            raise ValueError(f"--{dest.replace('_', '-')} applies to reproduce {' and '.join(experiments)} only, not to {experiment}")
+    if args.hidden is not None and experiment != "figure5":
+        sizes = "--first and --second" if experiment == "table1" else "--architectures"
+        raise ValueError(f"--hidden does not apply to reproduce {experiment}, which takes its hidden sizes from {sizes}")
+
+    if experiment == "table1":
+        used = family_options("drm")
+    elif experiment == "figure4":
+        used = frozenset().union(*(family_options(family) for family in args.families or FAMILIES))
+    else:
+        used = family_options("fine-drm")
+    reject_unused(args, used - {"hidden"} if experiment != "figure5" else used, f"reproduce {experiment}")
 
 
 COMMANDS = {"train": command_train, "evaluate": command_evaluate, "generate": command_generate, "compare": command_compare, "reproduce": command_reproduce, "likelihood": command_likelihood}
@@ -560,7 +590,7 @@ COMMANDS = {"train": command_train, "evaluate": command_evaluate, "generate": co
 def _resume_hint(args: argparse.Namespace) -> str:
     """Say how to continue an interrupted command, where it saved what it needs."""
     if getattr(args, "checkpoint_every_epoch", False) or getattr(args, "resume", None) is not None:
-        return f"; continue with the same options and --resume {args.output / f'{args.family}-training.pt'}"
+        return f"; continue with the same options and --resume {args.output / f'{args.family or DEFAULT_FAMILY}-training.pt'}"
     if args.command == "reproduce":
         return f"; rerun the same command to continue, the finished runs in {args.output} are kept"
     return ""

@@ -26,7 +26,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
@@ -62,13 +62,16 @@ class Protocol:
         Epochs of each pretraining RBM.
     finetune_epochs : int
         Epochs of back-propagation fine-tuning of the ``fine-*`` families.
-    batch_size, learning_rate, momentum, weight_decay
+    batch_size : int
         Shared by every stage.
+    learning_rate, momentum, weight_decay
+        Pretraining and generative training. Fine-tuning and the DNN take plain
+        SGD steps at ``finetune_learning_rate``.
     finetune_learning_rate : float
     mean_field_steps : int
         T, the mean-field sweeps of training and read-out.
     y_units : str
-        Unit family of the label layer.
+        Unit family of the label layer of the DRM and the DBM (the DBN's is softmax).
     learning_rate_schedule : {"constant", "linear"}
         Learning-rate schedule of the generative training (pretraining keeps a
         constant rate).
@@ -259,8 +262,13 @@ class DeepBeliefNet:
 
 
 def train_dbn(data: ClassificationData, protocol: Protocol, generator: torch.Generator | None, *, progress: bool = False) -> DeepBeliefNet:
-    """Greedy bottom-up RBMs; the last joins the label layer and the top hidden layer."""
-    model = _label_model(data, protocol, generator)
+    """Greedy bottom-up RBMs; the last joins the label layer and the top hidden layer.
+
+    The label layer has softmax units whatever ``protocol.y_units`` is, the
+    same as in the top RBM, which classifies by the free energy of each one-hot
+    label.
+    """
+    model = _label_model(data, replace(protocol, y_units="softmax"), generator)
     names = model.hidden_names
     config = protocol.config(protocol.pretrain_epochs)
     below = "x"

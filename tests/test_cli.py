@@ -14,8 +14,8 @@ needs_mnist = pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"MNIST files no
 
 TINY = ["--data", str(MNIST_DIR), "--no-download", "--train-size", "200", "--validation-size", "100", "--hidden", "16", "12",
         "--epochs", "1", "--pretrain-epochs", "1", "--finetune-epochs", "1", "--quiet"]
-# The same without --hidden, for graph files, which declare their own sizes.
-TINY_GRAPH = [option for option in TINY if option not in ("--hidden", "16", "12")]
+# The options that a graph file, the RBM and the DNN read: no hidden sizes, pretraining or fine-tuning.
+TINY_GRAPH = ["--data", str(MNIST_DIR), "--no-download", "--train-size", "200", "--validation-size", "100", "--epochs", "1", "--quiet"]
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate", "generate", "compare", "reproduce", "likelihood"])
@@ -101,7 +101,8 @@ def test_oversized_split_exits_with_status_2(tmp_path, capsys):
         (["--device", "bogus"], "--device 'bogus' is not a torch device"),
         (["--validation-size", "0"], "--validation-size must be at least 1"),
         (["--finetune-lr", "nan"], "--finetune-lr must be a positive finite number"),
-        (["--epochs", "-1"], "--epochs must be 0 or more"),
+        (["--epochs", "0"], "--epochs must be at least 1, got 0"),
+        (["--pretrain-epochs", "-1"], "--pretrain-epochs must be 0 or more"),
     ],
 )
 def test_invalid_options_fail_before_training(options, message, tmp_path, capsys):
@@ -247,8 +248,8 @@ def test_train_graph_file_classifies(tmp_path, capsys):
 
 @needs_mnist
 def test_train_rbm_and_dnn_families(tmp_path, capsys):
-    assert main(["train", "--family", "rbm", "--algorithm", "pcd", *TINY, "--hidden", "16", "--output", str(tmp_path)]) == 0
-    assert main(["train", "--family", "dnn", *TINY, "--output", str(tmp_path)]) == 0
+    assert main(["train", "--family", "rbm", "--algorithm", "pcd", *TINY_GRAPH, "--hidden", "16", "--output", str(tmp_path)]) == 0
+    assert main(["train", "--family", "dnn", *TINY_GRAPH, "--hidden", "16", "12", "--output", str(tmp_path)]) == 0
 
     model, _, _ = load_checkpoint(tmp_path / "rbm.pt")
     assert model.graph.layer_names == ("x", "h")
@@ -273,7 +274,7 @@ def test_algorithm_rejected_for_dnn(tmp_path, capsys):
     [
         (["--family", "drm", "--k", "3"], "--k applies to --graph and --family rbm only, because --family drm trains by its own recipe"),
         (["--family", "rbm", "--algorithm", "mf-cd", "--k", "3"], "--k sets the Gibbs sweeps of cd, pcd and mf-pcd, but mf-cd runs mean field"),
-        (["--family", "rbm", "--y-units", "softmax"], "--y-units sets the label layer of --family drm, dbm and dbn, but --family rbm has no label layer"),
+        (["--family", "rbm", "--y-units", "softmax"], "--y-units sets the label layer of --family drm and dbm, but --family rbm has no label layer"),
         (["--family", "dnn", "--y-units", "softmax"], "--family dnn has no label layer"),
         (["--family", "rbm", "--hidden", "16", "12"], "--family rbm has one hidden layer, so --hidden takes one size (got [16, 12])"),
     ],
@@ -282,6 +283,72 @@ def test_train_rejects_ignored_options(options, message, tmp_path, capsys):
     arguments = ["train", *options, "--data", str(tmp_path), "--no-download", "--output", str(tmp_path)]
 
     assert main(arguments) == 2
+
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--family", "dnn", "--lr", "0.5"], "--lr does not apply to --family dnn, which reads only --hidden, --epochs"),
+        (["--family", "dnn", "--momentum", "0.5"], "--momentum does not apply to --family dnn"),
+        (["--family", "dbn", "--epochs", "3"], "--epochs does not apply to --family dbn"),
+        (["--family", "dbn", "--lr-schedule", "linear"], "--lr-schedule does not apply to --family dbn"),
+        (["--family", "dbn", "--y-units", "softmax"], "--family dbn, whose top RBM always has softmax label units"),
+        (["--family", "rbm", "--steps", "3"], "--steps does not apply to --family rbm"),
+        (["--family", "rbm", "--finetune-epochs", "3"], "--finetune-epochs does not apply to --family rbm"),
+    ],
+)
+def test_train_rejects_options_a_family_never_reads(options, message, tmp_path, capsys):
+    arguments = ["train", *options, "--data", str(tmp_path), "--no-download", "--output", str(tmp_path)]
+
+    assert main(arguments) == 2
+
+    assert message in capsys.readouterr().err
+
+
+def test_train_rejects_graph_with_family(tmp_path, capsys):
+    graph = tmp_path / "chain.json"
+    graph.write_text("{}")
+    arguments = ["train", "--graph", str(graph), "--family", "dbm", "--data", str(tmp_path), "--no-download", "--output", str(tmp_path)]
+
+    assert main(arguments) == 2
+
+    assert "pass either --graph or --family, not both" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["train", "--family", "dbn"],
+        ["compare", "--families", "dnn", "fine-dbn"],
+        ["reproduce", "figure4"],
+    ],
+)
+def test_dbn_without_pretraining_rejected(arguments, tmp_path, capsys):
+    options = ["--pretrain-epochs", "0", "--data", str(tmp_path), "--no-download", "--output", str(tmp_path)]
+
+    assert main([*arguments, *options]) == 2
+
+    assert "--pretrain-epochs 0 would leave the DBN untrained" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["compare", "--families", "dnn", "--y-units", "softmax"], "--y-units does not apply to compare --families dnn"),
+        (["compare", "--families", "dnn", "dbn", "--steps", "3"], "--steps does not apply to compare --families dnn dbn"),
+        (["reproduce", "table1", "--families", "drm"], "--families applies to reproduce figure4 only, not to table1"),
+        (["reproduce", "table1", "--dbm-lr", "0.01"], "--dbm-lr does not apply to reproduce table1"),
+        (["reproduce", "table1", "--finetune-epochs", "3"], "--finetune-epochs does not apply to reproduce table1"),
+        (["reproduce", "figure4", "--first", "100"], "--first applies to reproduce table1 only, not to figure4"),
+        (["reproduce", "figure4", "--families", "dnn", "--lr", "0.5"], "--lr does not apply to reproduce figure4"),
+        (["reproduce", "figure5", "--architectures", "10x10"], "--architectures applies to reproduce figure4 only"),
+        (["reproduce", "figure5", "--dbm-lr", "0.01"], "--dbm-lr does not apply to reproduce figure5"),
+    ],
+)
+def test_compare_and_reproduce_reject_unread_options(arguments, message, tmp_path, capsys):
+    assert main([*arguments, "--data", str(tmp_path), "--no-download", "--output", str(tmp_path)]) == 2
 
     assert message in capsys.readouterr().err
 
@@ -319,10 +386,16 @@ def test_dbm_lr_rejected_for_other_families(family, tmp_path, capsys):
     assert "--dbm-lr applies to --family dbm only" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("seeds", [["--seeds", "0", "1"], ["--more-seeds", "1"]])
-def test_figure5_rejects_several_seeds(seeds, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "seeds, message",
+    [
+        (["--seeds", "0", "1"], "figure5 trains one DRM; pass one --seeds value"),
+        (["--more-seeds", "1"], "--more-seeds applies to reproduce table1 and figure4 only, not to figure5"),
+    ],
+)
+def test_figure5_rejects_several_seeds(seeds, message, tmp_path, capsys):
     assert main(["reproduce", "figure5", *seeds, "--data", str(tmp_path), "--no-download", "--output", str(tmp_path)]) == 2
-    assert "figure5 trains one DRM; pass one --seeds value" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
 def test_reproduce_reads_seed_as_seeds():
