@@ -209,3 +209,17 @@ def test_resume_rejects_other_dtype(tmp_path):
 def test_checkpoint_path_must_be_a_file(tmp_path):
     with pytest.raises(ValueError, match="is a folder"):
         EpochCheckpoint(tmp_path)
+
+
+@pytest.mark.parametrize("schedule, warns", [("constant", False), ("linear", True)])
+def test_more_epochs_warn_only_under_linear_schedule(schedule, warns, tmp_path, caplog):
+    model, estimator, data = setup("cd", init_seed=1)
+    config = TrainingConfig(epochs=2, batch_size=8, learning_rate=0.05, learning_rate_schedule=schedule)
+    Trainer(model, estimator(), config, generator=torch.Generator().manual_seed(7)).fit(data, checkpoint=tmp_path / "training.pt")
+    longer = TrainingConfig(epochs=4, batch_size=8, learning_rate=0.05, learning_rate_schedule=schedule)
+    resumed = Trainer(model, estimator(), longer, generator=torch.Generator())
+
+    with caplog.at_level("WARNING", logger="ebmgraph"):
+        load_training_checkpoint(tmp_path / "training.pt", resumed)
+
+    assert ("epochs 2 -> 4" in caplog.text) == warns

@@ -501,6 +501,9 @@ class Trainer:
             )
         current = asdict(self.config)
         changed = {key: (value, current.get(key)) for key, value in saved.get("config", {}).items() if current.get(key) != value}
+        # Under a constant learning rate, more epochs only extend the run: the epochs already done are the same.
+        if current.get("learning_rate_schedule") == "constant" and saved.get("config", {}).get("learning_rate_schedule") == "constant":
+            changed.pop("epochs", None)
         if changed:
             described = ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in sorted(changed.items()))
             logger.warning("resuming with a changed training configuration (%s); the run will differ from an uninterrupted one", described)
