@@ -160,6 +160,7 @@ class DeepRelationalModel(EnergyModel):
         """
         _check_sweeps(steps)
         schedule = self.schedule(("x",))
+        _check_reach(schedule, "x", "y", steps, init)
         with torch.no_grad():
             return schedule.mean_field({"x": x}, steps, init=init, damping=damping)["y"]
 
@@ -203,6 +204,8 @@ class DeepRelationalModel(EnergyModel):
         _check_sweeps(steps)
         y = self._label_rows(y)
         schedule = self.schedule(("y",))
+        # Starting means may carry the label themselves (per-label means), so only a start from zeros is checked.
+        _check_reach(schedule, "y", "x", steps, "zeros" if not hidden_means else "given")
         with torch.no_grad():
             means = schedule.mean_field({"y": y}, steps, init=dict(hidden_means or {}))
             if not sample:
@@ -220,6 +223,18 @@ class DeepRelationalModel(EnergyModel):
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.n_classes):
             raise ValueError(f"class indices must lie in [0, {self.n_classes - 1}], got values from {int(y.min())} to {int(y.max())}")
         return torch.nn.functional.one_hot(y.long(), self.n_classes).to(dtype=self.dtype, device=self.device)
+
+
+def _check_reach(schedule, source: str, target: str, steps: int, init) -> None:
+    """Raise ValueError if ``steps`` sweeps from zeros leave ``target`` independent of ``source``."""
+    if init != "zeros":
+        return
+    needed = schedule.sweeps_to_reach(source, target)
+    if needed is not None and steps < needed:
+        raise ValueError(
+            f"steps={steps} mean-field sweeps from zeros leave {target!r} independent of {source!r}, because the "
+            f"schedule {schedule} carries {source!r} to {target!r} only in sweep {needed}; pass steps >= {needed}"
+        )
 
 
 def _check_sweeps(steps: int) -> None:

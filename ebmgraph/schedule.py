@@ -92,6 +92,23 @@ class Schedule:
         blocks = " -> ".join("{" + ", ".join(block.layers) + "}" for block in self.blocks)
         return f"Schedule(clamped={list(self.clamped)}, blocks={blocks})"
 
+    def sweeps_to_reach(self, source: str, target: str) -> int | None:
+        """Fewest sweeps after which the update of ``target`` has read, through its neighbours, the clamped ``source``.
+
+        Free layers are taken to start without information about ``source`` (at
+        zero, say). With fewer sweeps, the value of ``target`` after the last sweep
+        does not depend on ``source`` at all. Returns None if no number of sweeps
+        is enough (``target`` is not connected to ``source`` through free layers).
+        """
+        graph = self.model.graph
+        informed = {source}
+        for sweep in range(1, len(self.free) + 1):
+            for block in self.blocks:
+                informed |= {name for name in block.layers if informed.intersection(graph.neighbours(name))}
+            if target in informed:
+                return sweep
+        return None
+
     # Plans: the parameter tensors of this call, looked up once ---------------------
 
     def _plan(self, state: State):

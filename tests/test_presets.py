@@ -155,3 +155,20 @@ def test_drm_generate_rejects_bad_labels():
 def test_drm_predict_rejects_wrong_width():
     with pytest.raises(ValueError, match="layer 'x': expected shape \\(batch, 6\\)"):
         random_drm().predict(torch.zeros(2, 7, dtype=torch.float64))
+
+
+def test_predict_rejects_sweeps_that_cannot_reach_y():
+    model = drm(6, (4, 3), 3)
+
+    with pytest.raises(ValueError, match="steps=1 mean-field sweeps from zeros leave 'y' independent of 'x'.*pass steps >= 2"):
+        model.predict(torch.rand(2, 6), steps=1)
+
+
+def test_generate_rejects_sweeps_that_cannot_reach_x():
+    model = drm(6, (4, 3), 3)
+
+    with pytest.raises(ValueError, match="leave 'x' independent of 'y'.*pass steps >= 2"):
+        model.generate(torch.tensor([0, 1]), steps=1)
+
+    # Per-label starting means carry the label themselves, so one sweep is allowed.
+    model.generate(torch.tensor([0, 1]), steps=1, hidden_means={"h1": torch.rand(2, 4)})

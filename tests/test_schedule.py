@@ -851,3 +851,26 @@ def test_schedules_run_on_cuda():
     for name, tensor in on_cpu.items():
         torch.testing.assert_close(on_gpu[name].cpu(), tensor)
     assert all(tensor.device.type == "cuda" for tensor in samples.values())
+
+
+@pytest.mark.parametrize("hidden, expected", [((5,), 1), ((4, 3), 2), ((4, 3, 2), 2), ((4, 3, 2, 2), 3)])
+def test_sweeps_to_reach_is_first_sweep_that_informs(hidden, expected):
+    model = drm(6, hidden, 3, y_units="softmax", init_std=1.0, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    schedule = model.schedule(("x",))
+    x = torch.rand(5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+
+    assert schedule.sweeps_to_reach("x", "y") == expected
+
+    with torch.no_grad():
+        informed = schedule.mean_field({"x": x}, expected)["y"]
+        assert bool((informed.std(dim=0) > 0).any()), "y must depend on x after the returned number of sweeps"
+        if expected > 1:
+            uninformed = schedule.mean_field({"x": x}, expected - 1)["y"]
+            assert bool((uninformed.std(dim=0) == 0).all()), "y must not depend on x one sweep earlier"
+
+
+def test_sweeps_to_reach_none_through_clamped_layer():
+    # y's only neighbour is clamped, so no sweep carries x to it.
+    model = drm(6, (4,), 3)
+
+    assert model.schedule(("x", "h1")).sweeps_to_reach("x", "y") is None
