@@ -8,6 +8,7 @@ import torch
 from ebmgraph import experiments, rbm
 from ebmgraph.checkpoint import load_checkpoint, save_checkpoint
 from ebmgraph.cli import COMMANDS, build_parser, main, resume_options
+from ebmgraph.estimators import log_partition
 
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"
 needs_mnist = pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"MNIST files not found in {MNIST_DIR}")
@@ -411,16 +412,34 @@ def test_likelihood_reports_ais_estimate(tmp_path, capsys):
     capsys.readouterr()
 
     status = main(["likelihood", str(tmp_path / "drm.pt"), "--runs", "8", "--temperatures", "50", "--test-size", "20",
-                   "--data", str(MNIST_DIR), "--no-download", "--quiet"])
+                   "--max-exact-states", "0", "--data", str(MNIST_DIR), "--no-download", "--quiet"])
 
     assert status == 0
     output = capsys.readouterr().out
-    log_z = float(re.search(r"log Z = (-?[0-9.]+)", output).group(1))
+    estimates = [float(value) for value in re.findall(r"log Z = (-?[0-9.]+) by AIS from the (?:data-fitted|uniform) base", output)]
     log_p = float(re.search(r"average test log p\(x\) = (-?[0-9.]+) nats", output).group(1))
+    assert len(estimates) == 2
+    assert min(estimates) > 0
     # 784 binary pixels: a log-probability per image lies in [-784 log 2, 0].
     assert -784 * 0.6932 < log_p < 0
-    assert log_z > 0
     assert "mean-field lower bound" in output
+
+
+@needs_mnist
+def test_likelihood_exact_for_small_models(tmp_path, capsys):
+    options = ["--hidden", "8", "6", "--y-units", "softmax", "--finetune-epochs", "0"]
+    assert main(["train", *TINY, *options, "--output", str(tmp_path)]) == 0
+    capsys.readouterr()
+    model, _, _ = load_checkpoint(tmp_path / "drm.pt")
+
+    # Enumerating h1 (8 units) and y (10 labels), 2,560 states, leaves x and h2 independent.
+    status = main(["likelihood", str(tmp_path / "drm.pt"), "--test-size", "20", "--data", str(MNIST_DIR), "--no-download", "--quiet"])
+
+    assert status == 0
+    output = capsys.readouterr().out
+    assert "by AIS" not in output
+    log_z = float(re.search(r"log Z = (-?[0-9.]+) \(exact, by enumeration\)", output).group(1))
+    assert log_z == pytest.approx(log_partition(model).item(), abs=0.01)
 
 
 def test_likelihood_rejects_few_temperatures(tmp_path, capsys):
