@@ -179,6 +179,8 @@ class MeanFieldPCD(PCD):
 
     Salakhutdinov and Hinton, "Deep Boltzmann machines" (AISTATS 2009): the data
     term runs ``mean_field_steps`` sweeps of mean field with the data clamped.
+    It is :class:`PCD` itself under the recipe's name, because PCD's data term
+    already runs those sweeps when hidden layers are joined.
     """
 
 
