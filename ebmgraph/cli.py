@@ -23,7 +23,7 @@ from ebmgraph.cli_options import FAMILY_OPTIONS, family_options, protocol_from, 
 from ebmgraph.estimators.ais import AISResult, ais_log_partition, default_betas
 from ebmgraph.estimators.exact import log_partition
 from ebmgraph.estimators.likelihood import estimate_log_likelihood
-from ebmgraph.experiments import FAMILIES, ClassificationData, DeepBeliefNet, Protocol, mean_field_error, run_family
+from ebmgraph.experiments import FAMILIES, ClassificationData, DeepBeliefNet, Protocol, mean_field_error, run_families, run_family
 from ebmgraph.images import save_image_grid
 from ebmgraph.learning.finetune import FeedForward, classification_error
 from ebmgraph.learning.resume import EpochCheckpoint
@@ -570,10 +570,9 @@ def command_compare(args: argparse.Namespace) -> None:
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     data = load_data(args, args.device, generator)
     protocol = protocol_from(args)
-    trained: dict = {}
     rows = []
-    for family in args.families:
-        result = run_family(family, data, protocol, generator=generator, progress=not args.quiet, trained=trained)
+    for result in run_families(args.families, data, protocol, generator=generator, progress=not args.quiet):
+        family = result.family
         rows.append(result.summary())
         print(f"{family:>9}: validation error {result.validation_error:.2%}, test error {result.test_error:.2%}, {result.seconds:.0f} s", flush=True)
 

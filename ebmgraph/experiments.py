@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
@@ -40,7 +40,7 @@ from ebmgraph.learning.trainer import Trainer, TrainingConfig
 from ebmgraph.model import EnergyModel
 from ebmgraph.presets import DeepRelationalModel, drm
 
-__all__ = ["Protocol", "ClassificationData", "DeepBeliefNet", "FAMILIES", "FamilyResult", "run_family", "mean_field_error"]
+__all__ = ["Protocol", "ClassificationData", "DeepBeliefNet", "FAMILIES", "FamilyResult", "run_family", "run_families", "mean_field_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -376,6 +376,34 @@ def run_family(
     logger.info("%s: validation error %.4f, test error %s, %.0f s", family, validation_error, test_error, seconds)
     history = list(getattr(model, "training_history", []))
     return FamilyResult(family, validation_error, test_error, seconds, history=history, model=model)
+
+
+def run_families(
+    families: Iterable[str],
+    data: ClassificationData,
+    protocol: Protocol,
+    *,
+    generator: torch.Generator,
+    progress: bool = False,
+) -> Iterator[FamilyResult]:
+    """Run :func:`run_family` for each family, each as if it ran alone; yield the results in order.
+
+    Every family starts from the state ``generator`` has on the call, except that
+    a ``fine-*`` family whose base family ran earlier here continues from the
+    state that base family left (and reuses its model), as ``ebmgraph train``
+    does. So no result depends on which families ran before it, and a list
+    resumed after an interruption gives the numbers of an uninterrupted one.
+    """
+    start = generator.get_state()
+    after: dict[str, torch.Tensor] = {}
+    trained: dict = {}
+    for family in families:
+        base = family.removeprefix("fine-")
+        generator.set_state(after[base] if family != base and base in after else start)
+        result = run_family(family, data, protocol, generator=generator, progress=progress, trained=trained)
+        if family == base:
+            after[base] = generator.get_state()
+        yield result
 
 
 def _error(classify: Callable, x: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000, *, distributed: bool | None = None) -> float:

@@ -15,9 +15,10 @@ the rows already there, so an interrupted reproduction resumes where it stopped.
 The protocol and data settings of those rows are kept beside the CSV file in
 ``EXPERIMENT-settings.json``, and a rerun with other settings is rejected, so one
 table never mixes rows of two protocols.
-(A pair of hidden sizes and seed interrupted between two families reruns only the
-missing families, from a fresh generator, so their numbers can differ from those of
-an uninterrupted run.)
+A pair of hidden sizes and seed interrupted between two families reruns only the
+missing families, each from the generator state it would have had
+(:func:`~ebmgraph.experiments.run_families`), so the resumed rows equal those of
+an uninterrupted run.
 After every row the Markdown table is rewritten from the CSV file.
 
 Only the values quoted in the paper's text are known to this library (see
@@ -39,7 +40,7 @@ import torch
 
 from ebmgraph._io import write_atomic
 from ebmgraph.checkpoint import save_checkpoint
-from ebmgraph.experiments import FAMILIES, ClassificationData, Protocol, _finetuned, run_family, train_drm
+from ebmgraph.experiments import FAMILIES, ClassificationData, Protocol, _finetuned, run_families, train_drm
 from ebmgraph.images import save_image_grid
 
 __all__ = ["PAPER", "TABLE1_FIRST", "TABLE1_SECOND", "FIGURE4_HIDDEN", "table1", "figure4", "figure5"]
@@ -269,9 +270,8 @@ def _run_pair(families, experiment: str, hidden, seed: int, load: DataLoader, pr
     data = load(seed)
     generator = torch.Generator(device=data.train_x.device).manual_seed(seed)
     cell = replace(protocol, hidden=tuple(hidden))
-    trained: dict = {}
-    for family in families:
-        result = run_family(family, data, cell, generator=generator, progress=progress, trained=trained)
+    for result in run_families(families, data, cell, generator=generator, progress=progress):
+        family = result.family
         _append_row(path, {"experiment": experiment, "family": family, "hidden": _hidden_text(hidden), "seed": seed,
                            "validation_error": f"{result.validation_error:.6f}",
                            "test_error": "" if result.test_error is None else f"{result.test_error:.6f}",

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ebmgraph import datasets
-from ebmgraph.experiments import ClassificationData, Protocol, _label_model, run_family, train_dbm
+from ebmgraph.experiments import ClassificationData, Protocol, _label_model, run_families, run_family, train_dbm
 from helpers import toy_data
 
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"
@@ -53,3 +53,23 @@ def test_dbm_learning_rate_replaces_shared_rate():
 
     assert torch.allclose(still.weight("x", "h1"), initial.weight("x", "h1"), atol=1e-9)
     assert not torch.allclose(moved.weight("x", "h1"), initial.weight("x", "h1"), atol=1e-3)
+
+
+def test_run_families_results_independent_of_order():
+    data = toy_data(1)
+    protocol = Protocol(hidden=(6, 4), epochs=2, pretrain_epochs=1, finetune_epochs=1, batch_size=10, mean_field_steps=2)
+
+    def errors(families):
+        results = run_families(families, data, protocol, generator=torch.Generator().manual_seed(5))
+        return {result.family: (result.validation_error, result.test_error, result.model) for result in results}
+
+    alone = errors(["drm", "fine-drm"])
+    after_others = errors(["dnn", "dbn", "drm", "fine-drm"])
+    fine_first = errors(["fine-drm"])
+
+    assert alone["drm"][:2] == after_others["drm"][:2]
+    assert alone["fine-drm"][:2] == after_others["fine-drm"][:2] == fine_first["fine-drm"][:2]
+    for name, parameter in alone["drm"][2].named_parameters():
+        assert torch.equal(parameter, dict(after_others["drm"][2].named_parameters())[name]), name
+    for name, parameter in alone["fine-drm"][2].state_dict().items():
+        assert torch.equal(parameter, fine_first["fine-drm"][2].state_dict()[name]), name

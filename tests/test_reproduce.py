@@ -1,8 +1,9 @@
 import csv
 
 import pytest
+import torch
 
-from ebmgraph import reproduce
+from ebmgraph import experiments, reproduce
 from ebmgraph.checkpoint import load_checkpoint
 from ebmgraph.experiments import Protocol
 from helpers import toy_data
@@ -18,13 +19,14 @@ def read_rows(path):
 @pytest.fixture
 def counted_runs(monkeypatch):
     calls = []
-    original = reproduce.run_family
+    original = experiments.run_family
 
     def counting(family, data, protocol, **kwargs):
         calls.append((family, protocol.hidden))
         return original(family, data, protocol, **kwargs)
 
-    monkeypatch.setattr(reproduce, "run_family", counting)
+    # reproduce runs every family through experiments.run_families, which calls this.
+    monkeypatch.setattr(experiments, "run_family", counting)
     return calls
 
 
@@ -116,6 +118,31 @@ def test_figure4_tabulates_families(tmp_path, counted_runs):
     lines = path.read_text().splitlines()
     assert any(line.startswith("| fine-drm | ") for line in lines)
     assert "| family | 6x4 measured | 6x4 paper | seconds |" in lines
+
+
+def test_figure4_resumed_runs_equal_uninterrupted(tmp_path, monkeypatch):
+    trained = {}
+    original = experiments.run_family
+
+    def keeping_parameters(family, data, protocol, **kwargs):
+        result = original(family, data, protocol, **kwargs)
+        trained[family] = {name: tensor.clone() for name, tensor in result.model.state_dict().items()}
+        return result
+
+    monkeypatch.setattr(experiments, "run_family", keeping_parameters)
+    families = ("dnn", "drm", "fine-drm")
+
+    reproduce.figure4(toy_data, TINY, tmp_path / "whole", hidden_sizes=((6, 4),), families=families)
+    whole = dict(trained)
+    # An interruption after the first family leaves its row alone; the rerun trains the others.
+    reproduce.figure4(toy_data, TINY, tmp_path / "resumed", hidden_sizes=((6, 4),), families=families[:1])
+    trained.clear()
+    reproduce.figure4(toy_data, TINY, tmp_path / "resumed", hidden_sizes=((6, 4),), families=families)
+
+    assert sorted(trained) == ["drm", "fine-drm"]
+    for family, parameters in trained.items():
+        for name, tensor in parameters.items():
+            assert torch.equal(tensor, whole[family][name]), f"{family} {name}"
 
 
 def test_figure4_shows_paper_values(tmp_path):
