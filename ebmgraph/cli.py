@@ -440,7 +440,7 @@ def command_evaluate(args: argparse.Namespace) -> None:
         error = classification_error(_finetuned_network(training, model, args.device), test.images, test.labels)
     else:
         if not isinstance(model, DeepRelationalModel):
-            raise ValueError(f"checkpoint {args.checkpoint} contains a {type(model).__name__} without a label layer; mean-field read-out needs a DRM-shaped model")
+            raise ValueError(f"checkpoint {args.checkpoint} contains a model of class {type(model).__name__} without a label layer; mean-field read-out needs a DRM-shaped model")
         if metadata.get("family") == "dbn":
             raise ValueError(f"checkpoint {args.checkpoint} is a DBN, whose label read-out is its top RBM; use --readout finetuned")
         steps = args.steps or metadata.get("protocol", {}).get("mean_field_steps", 10)
@@ -457,7 +457,7 @@ def _finetuned_network(training: dict, model, device) -> FeedForward:
 def command_generate(args: argparse.Namespace) -> None:
     model, training, metadata = load_checkpoint(args.checkpoint, map_location=args.device)
     if not isinstance(model, DeepRelationalModel):
-        raise ValueError(f"checkpoint {args.checkpoint} contains a {type(model).__name__}, which cannot generate from labels; pass a DRM checkpoint")
+        raise ValueError(f"checkpoint {args.checkpoint} contains a model of class {type(model).__name__}, which cannot generate from labels; pass a DRM checkpoint")
     steps = args.steps or metadata.get("protocol", {}).get("mean_field_steps", 10)
     with torch.no_grad():
         if args.hidden_init == "per-label":

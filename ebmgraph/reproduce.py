@@ -108,10 +108,12 @@ def _paper(hidden: Sequence[int], family: str) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}"
 
 
-def _header(title: str, protocol: Protocol, command: str) -> list[str]:
+def _header(title: str, protocol: Protocol, command: str, *, errors: bool = True) -> list[str]:
     settings = ", ".join(f"{key}={value}" for key, value in asdict(protocol).items() if key != "hidden")
-    return [f"# {title}", "", f"Command: `{command}`", "", f"Protocol: {settings}.", "",
-            "Test errors in percent; mean ± sample standard deviation over seeds where there is more than one.", ""]
+    lines = [f"# {title}", "", f"Command: `{command}`", "", f"Protocol: {settings}.", ""]
+    if errors:
+        lines += ["Test errors in percent; mean ± sample standard deviation over seeds where there is more than one.", ""]
+    return lines
 
 
 def _check_settings(output: Path, experiment: str, protocol: Protocol, settings: Mapping | None) -> None:
@@ -369,7 +371,7 @@ def figure5(
 
     side = int(round(data.train_x.shape[1] ** 0.5))
     png = save_image_grid(output / "figure5.png", torch.cat(list(rows.values())).reshape(-1, side, side), columns=data.n_classes)
-    lines = _header("Figure 5: images generated from each label", protocol, command)
+    lines = _header("Figure 5: images generated from each label", protocol, command, errors=False)
     lines += [f"Seed {seed}, {time.perf_counter() - start:.0f} s. Rows of `{png.name}`: generated from the overall hidden means, "
               "generated from the per-label hidden means, mean training image of each label.", "",
               "Labels read out from each image; an image matches when its label is the one it was generated from:", "",
