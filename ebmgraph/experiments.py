@@ -300,7 +300,7 @@ def train_dbn(data: ClassificationData, protocol: Protocol, generator: torch.Gen
 
 def _finetuned(model: DeepRelationalModel, data: ClassificationData, protocol: Protocol, generator) -> FeedForward:
     network = unroll(model, _chain(model))
-    finetune(
+    network.training_history = finetune(
         network,
         data.train_x,
         data.train_labels,
@@ -348,8 +348,9 @@ def run_family(
         sizes = [data.train_x.shape[1], *protocol.hidden, data.n_classes]
         network = FeedForward(sizes, generator=generator, device=data.train_x.device)
         # Back-propagation gets the epochs of generative training, since it replaces that stage.
-        finetune(network, data.train_x, data.train_labels, epochs=protocol.epochs, batch_size=protocol.batch_size,
-                 learning_rate=protocol.finetune_learning_rate, generator=generator)
+        network.training_history = finetune(network, data.train_x, data.train_labels, epochs=protocol.epochs,
+                                            batch_size=protocol.batch_size, learning_rate=protocol.finetune_learning_rate,
+                                            generator=generator)
         classify: Callable = lambda x: network(x).argmax(dim=1)
         model = network
     else:

@@ -73,3 +73,13 @@ def test_run_families_results_independent_of_order():
         assert torch.equal(parameter, dict(after_others["drm"][2].named_parameters())[name]), name
     for name, parameter in alone["fine-drm"][2].state_dict().items():
         assert torch.equal(parameter, fine_first["fine-drm"][2].state_dict()[name]), name
+
+
+def test_back_propagation_families_keep_loss_history():
+    protocol = Protocol(hidden=(6, 4), epochs=2, pretrain_epochs=1, finetune_epochs=3, batch_size=10, mean_field_steps=2)
+
+    results = {r.family: r for r in run_families(["dnn", "fine-drm"], toy_data(0), protocol, generator=torch.Generator().manual_seed(0))}
+
+    assert [record["epoch"] for record in results["dnn"].history] == [1, 2]
+    assert [record["epoch"] for record in results["fine-drm"].history] == [1, 2, 3]
+    assert all(record["loss"] > 0 for record in results["fine-drm"].history)
