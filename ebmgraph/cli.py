@@ -23,7 +23,16 @@ from ebmgraph.cli_options import FAMILY_OPTIONS, family_options, protocol_from, 
 from ebmgraph.estimators.ais import AISResult, ais_log_partition, default_betas
 from ebmgraph.estimators.exact import log_partition
 from ebmgraph.estimators.likelihood import estimate_log_likelihood
-from ebmgraph.experiments import FAMILIES, ClassificationData, DeepBeliefNet, Protocol, mean_field_error, run_families, run_family
+from ebmgraph.experiments import (
+    FAMILIES,
+    ClassificationData,
+    DeepBeliefNet,
+    Protocol,
+    mean_field_error,
+    readout_error,
+    run_families,
+    run_family,
+)
 from ebmgraph.images import save_image_grid
 from ebmgraph.learning.finetune import FeedForward, classification_error
 from ebmgraph.learning.resume import EpochCheckpoint
@@ -106,7 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="test error of a checkpoint", description="Measure the MNIST test error of a checkpoint.")
     evaluate.add_argument("checkpoint", type=Path, help="checkpoint written by 'ebmgraph train'")
-    evaluate.add_argument("--readout", choices=["mean-field", "finetuned"], default="mean-field", help="classify by mean field or by the fine-tuned network (default: mean-field)")
+    evaluate.add_argument(
+        "--readout", choices=["mean-field", "finetuned", "top-rbm"], default=None,
+        help="classify by mean field, by the fine-tuned network or, for a DBN, by its top RBM (default: top-rbm for a DBN, else mean-field)",
+    )
     evaluate.add_argument("--steps", type=int, default=None, help="mean-field sweeps (default: the value used in training)")
     _add_data_options(evaluate, subsets=False)
     evaluate.add_argument("--device", default="cpu", help="torch device (default: cpu)")
@@ -282,6 +294,8 @@ def command_train(args: argparse.Namespace) -> None:
     records = [result.summary()]
     overall, per_label = _hidden_means(model, data, protocol.mean_field_steps)
     training = {"hidden_means": overall, "hidden_means_per_label": per_label}
+    if isinstance(generative, DeepBeliefNet):
+        training["top_rbm"] = generative.top_state()
     if protocol.finetune_epochs:
         fine = run_family(f"fine-{args.family}", data, protocol, generator=generator, trained=trained)
         records.append(fine.summary())
@@ -433,19 +447,26 @@ def _hidden_means(model, data: ClassificationData, steps: int) -> tuple[dict, di
 
 def command_evaluate(args: argparse.Namespace) -> None:
     model, training, metadata = load_checkpoint(args.checkpoint, map_location=args.device)
+    is_dbn = metadata.get("family") == "dbn"
+    readout = args.readout or ("top-rbm" if is_dbn else "mean-field")
     test = datasets.mnist(args.data, split="test", download=not args.no_download, device=args.device)
-    if args.readout == "finetuned":
+    if readout == "finetuned":
         if "finetuned" not in training:
             raise ValueError(f"checkpoint {args.checkpoint} contains no fine-tuned network; train with --finetune-epochs > 0")
         error = classification_error(_finetuned_network(training, model, args.device), test.images, test.labels)
+    elif readout == "top-rbm":
+        if "top_rbm" not in training:
+            raise ValueError(f"checkpoint {args.checkpoint} contains no top RBM; the top-rbm read-out needs a DBN trained by this version")
+        dbn = DeepBeliefNet.from_top_state(model, training["top_rbm"])
+        error = readout_error(dbn.classify, test.images.to(model.dtype), test.labels)
     else:
         if not isinstance(model, DeepRelationalModel):
             raise ValueError(f"checkpoint {args.checkpoint} contains a model of class {type(model).__name__} without a label layer; mean-field read-out needs a DRM-shaped model")
-        if metadata.get("family") == "dbn":
-            raise ValueError(f"checkpoint {args.checkpoint} is a DBN, whose label read-out is its top RBM; use --readout finetuned")
+        if is_dbn:
+            raise ValueError(f"checkpoint {args.checkpoint} is a DBN, whose label read-out is its top RBM; use --readout top-rbm or finetuned")
         steps = args.steps or metadata.get("protocol", {}).get("mean_field_steps", 10)
         error = mean_field_error(model, test.images.to(model.dtype), test.labels, steps=steps)
-    print(f"{args.checkpoint}: test error {error:.2%} ({args.readout} read-out, {len(test)} test images)")
+    print(f"{args.checkpoint}: test error {error:.2%} ({readout} read-out, {len(test)} test images)")
 
 
 def _finetuned_network(training: dict, model, device) -> FeedForward:

@@ -40,7 +40,7 @@ from ebmgraph.learning.trainer import Trainer, TrainingConfig
 from ebmgraph.model import EnergyModel
 from ebmgraph.presets import DeepRelationalModel, drm
 
-__all__ = ["Protocol", "ClassificationData", "DeepBeliefNet", "FAMILIES", "FamilyResult", "run_family", "run_families", "mean_field_error"]
+__all__ = ["Protocol", "ClassificationData", "DeepBeliefNet", "FAMILIES", "FamilyResult", "run_family", "run_families", "mean_field_error", "readout_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def mean_field_error(
     each rank classifies its share of the rows and the counts are all-reduced, so
     every rank of the process group must call this.
     """
-    return _error(lambda rows: model.classify(rows, steps), x, labels, batch_size, distributed=distributed)
+    return readout_error(lambda rows: model.classify(rows, steps), x, labels, batch_size, distributed=distributed)
 
 
 def _chain(model: EnergyModel) -> list[str]:
@@ -259,6 +259,21 @@ class DeepBeliefNet:
                 dim=1,
             )
         return torch.softmax(-free, dim=1)
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Most probable label under :meth:`label_probabilities`, shape ``(batch,)``, dtype int64."""
+        return self.label_probabilities(x).argmax(dim=1)
+
+    def top_state(self) -> dict:
+        """Return the top RBM's graph description and parameters, to save beside :attr:`model`."""
+        return {"graph": self.top.graph.to_dict(), "state": self.top.state_dict()}
+
+    @classmethod
+    def from_top_state(cls, model: DeepRelationalModel, saved: dict) -> "DeepBeliefNet":
+        """Rebuild a DBN from its chain model and a :meth:`top_state`."""
+        top = EnergyModel(Graph.from_dict(saved["graph"]), dtype=model.dtype, device=model.device)
+        top.load_state_dict(saved["state"])
+        return cls(model, top)
 
 
 def train_dbn(data: ClassificationData, protocol: Protocol, generator: torch.Generator | None, *, progress: bool = False) -> DeepBeliefNet:
@@ -365,14 +380,14 @@ def run_family(
             classify = lambda x: network(x).argmax(dim=1)
             model = network
         elif isinstance(generative, DeepBeliefNet):
-            classify = lambda x: generative.label_probabilities(x).argmax(dim=1)
+            classify = generative.classify
             model = generative
         else:
             classify = lambda x: generative.classify(x, protocol.mean_field_steps)
             model = generative
 
-    validation_error = _error(classify, data.validation_x, data.validation_labels)
-    test_error = None if data.test_x is None else _error(classify, data.test_x, data.test_labels)
+    validation_error = readout_error(classify, data.validation_x, data.validation_labels)
+    test_error = None if data.test_x is None else readout_error(classify, data.test_x, data.test_labels)
     seconds = time.perf_counter() - start
     logger.info("%s: validation error %.4f, test error %s, %.0f s", family, validation_error, test_error, seconds)
     history = list(getattr(model, "training_history", []))
@@ -407,8 +422,15 @@ def run_families(
         yield result
 
 
-def _error(classify: Callable, x: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000, *, distributed: bool | None = None) -> float:
-    """Fraction of rows misclassified, each rank counting its share in data-parallel use."""
+def readout_error(
+    classify: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int = 1000,
+    *,
+    distributed: bool | None = None,
+) -> float:
+    """Fraction of rows whose ``classify(rows)`` differs from ``labels``, each rank counting its share in data-parallel use."""
     if x.shape[0] == 0:
         raise ValueError("cannot measure a classification error on empty data")
 

@@ -19,6 +19,21 @@ TINY = ["--data", str(MNIST_DIR), "--no-download", "--train-size", "200", "--val
 TINY_GRAPH = ["--data", str(MNIST_DIR), "--no-download", "--train-size", "200", "--validation-size", "100", "--epochs", "1", "--quiet"]
 
 
+@needs_mnist
+def test_dbn_evaluate_reproduces_top_rbm_error(tmp_path, capsys):
+    dbn_options = ["--data", str(MNIST_DIR), "--no-download", "--train-size", "200", "--validation-size", "100", "--quiet",
+                   "--hidden", "16", "12", "--pretrain-epochs", "1", "--finetune-epochs", "0"]
+    assert main(["train", "--family", "dbn", *dbn_options, "--output", str(tmp_path)]) == 0
+    trained = re.search(r"dbn: validation error [0-9.]+%, test error ([0-9.]+)%", capsys.readouterr().out).group(1)
+
+    assert main(["evaluate", str(tmp_path / "dbn.pt"), "--data", str(MNIST_DIR), "--no-download"]) == 0
+
+    output = capsys.readouterr().out
+    assert f"test error {trained}% (top-rbm read-out" in output
+    assert main(["evaluate", str(tmp_path / "dbn.pt"), "--readout", "mean-field", "--data", str(MNIST_DIR), "--no-download"]) == 2
+    assert "use --readout top-rbm or finetuned" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", ["train", "evaluate", "generate", "compare", "reproduce", "likelihood"])
 def test_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
