@@ -650,13 +650,14 @@ def _check_reproduce_options(args: argparse.Namespace) -> None:
         sizes = "--first and --second" if experiment == "table1" else "--architectures"
         raise ValueError(f"--hidden does not apply to reproduce {experiment}, which takes its hidden sizes from {sizes}")
 
+    # Table 1 and Figure 4 set their hidden sizes per cell, so --hidden is not among the options they read.
     if experiment == "table1":
-        used = family_options("drm")
+        used = family_options("drm") - {"hidden"}
     elif experiment == "figure4":
-        used = frozenset().union(*(family_options(family) for family in args.families or FAMILIES))
+        used = frozenset().union(*(family_options(family) for family in args.families or FAMILIES)) - {"hidden"}
     else:
         used = family_options("fine-drm")
-    reject_unused(args, used - {"hidden"} if experiment != "figure5" else used, f"reproduce {experiment}")
+    reject_unused(args, used, f"reproduce {experiment}")
 
 
 COMMANDS = {"train": command_train, "evaluate": command_evaluate, "generate": command_generate, "compare": command_compare, "reproduce": command_reproduce, "likelihood": command_likelihood}

@@ -1,4 +1,4 @@
-"""Which protocol options each model family and experiment of the command line reads.
+"""The protocol options that each model family and experiment of the command line reads.
 
 ``ebmgraph train``, ``compare`` and ``reproduce`` share one group of protocol
 options (``--epochs``, ``--lr``, ...), but no model reads all of them: the DNN

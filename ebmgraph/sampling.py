@@ -80,7 +80,7 @@ _TIE_BLOCK = 512
 
 
 def _signed(constant: int) -> int:
-    """The int64 value with the bits of the unsigned 64-bit ``constant``."""
+    """Return the int64 value with the bits of the unsigned 64-bit ``constant``."""
     return constant - 2**64 if constant >= 2**63 else constant
 
 
@@ -139,7 +139,10 @@ def random_words(n_words: int, generator: torch.Generator | None, scratch: BulkW
         A view of ``scratch.words``, valid until the scratch is used again.
     """
     if scratch.capacity < n_words:
-        raise ValueError(f"scratch holds {scratch.capacity} words, fewer than the {n_words} requested")
+        raise ValueError(
+            f"scratch has room for {scratch.capacity} words, fewer than the {n_words} requested; "
+            "allocate it with bulk_words(n_units) for at least 4 * n_words units"
+        )
     if n_words < SPLITMIX_MIN_WORDS:
         # Full 64-bit range: random_() without bounds leaves the sign bit at zero.
         return scratch.words[:n_words].random_(-(2**63), None, generator=generator)
@@ -168,8 +171,8 @@ def splitmix64_words(key: torch.Tensor, n_words: int, scratch: BulkWords) -> tor
             f"n_words must be between SPLITMIX_MIN_WORDS={SPLITMIX_MIN_WORDS} and the scratch's "
             f"capacity {scratch.capacity}, got {n_words}"
         )
-    # int64 products and sums wrap modulo 2**64 in torch's kernels (uint64 would promise it,
-    # but its CPU kernels are not vectorised); a test checks the words against Python integers.
+    # torch's int64 products and sums wrap modulo 2**64, which a test checks against Python integers.
+    # uint64 would guarantee the wrap, but its CPU kernels are not vectorised.
     state, shifted = scratch.words[:n_words], scratch.shifted[:n_words]
     torch.add(scratch.offsets[:n_words], key, out=state)
     _xor_shift_right(state, 30, shifted)

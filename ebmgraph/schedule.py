@@ -93,7 +93,7 @@ class Schedule:
         return f"Schedule(clamped={list(self.clamped)}, blocks={blocks})"
 
     def sweeps_to_reach(self, source: str, target: str) -> int | None:
-        """Fewest sweeps after which the update of ``target`` has read, through its neighbours, the clamped ``source``.
+        """Return the minimum number of sweeps after which ``target``'s update has read the clamped ``source``.
 
         Free layers are taken to start without information about ``source`` (at
         zero, say). With fewer sweeps, the value of ``target`` after the last sweep

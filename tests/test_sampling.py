@@ -239,7 +239,7 @@ def test_random_words_bytes_uniform(n_words):
 
 
 def test_random_words_rejects_small_scratch():
-    with pytest.raises(ValueError, match="scratch holds 4 words, fewer than the 5 requested"):
+    with pytest.raises(ValueError, match="scratch has room for 4 words, fewer than the 5 requested"):
         sampling.random_words(5, None, sampling.bulk_words(16))
 
 
