@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ebmgraph import datasets, distributed, graph_training, reproduce
+from ebmgraph import datasets, distributed, graph_training, kernels, reproduce
 from ebmgraph._io import write_atomic
 from ebmgraph.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ebmgraph.cli_options import FAMILY_OPTIONS, family_options, protocol_from, reject_unused, train_options
@@ -677,6 +677,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         check_arguments(args)
+        kernels.load_if_requested()
         COMMANDS[args.command](args)
     except (ValueError, TypeError, OSError, CheckpointError, DivergenceError, RuntimeError) as error:
         print(f"ebmgraph {args.command}: error: {error}", file=sys.stderr)

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 import torch
 
 from ebmgraph.model import EnergyModel, State
-from ebmgraph.sampling import BulkWords, bulk_words, uses_bulk_path
+from ebmgraph.sampling import BulkWords, bulk_words, needs_word_scratch
 from ebmgraph.units import UnitFamily
 
-__all__ = ["records_gradients", "run_gibbs", "run_mean_field"]
+__all__ = ["fill_input", "records_gradients", "run_gibbs", "run_mean_field"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +61,7 @@ def run_gibbs(schedule, state: State, steps: int, generator: torch.Generator | N
     for sweep in range(steps):
         record = return_means and sweep == steps - 1
         for step in layer_steps:
-            layer_input = _fill_input(step.scratch, step.base, step.terms)
+            layer_input = fill_input(step.scratch, step.base, step.terms)
             if record:
                 means[step.name] = step.units.mean(layer_input)
             step.units.sample_(layer_input, generator, out=step.value, words=step.words)
@@ -82,10 +82,10 @@ def run_mean_field(schedule, state: State, steps: int, damping: float) -> State:
     for _ in range(steps):
         for step in layer_steps:
             if damped:
-                mean = step.units.mean_(_fill_input(step.scratch, step.base, step.terms))
+                mean = step.units.mean_(fill_input(step.scratch, step.base, step.terms))
                 torch.lerp(mean, step.value, damping, out=step.value)
             else:
-                layer_input = _fill_input(step.value, step.base, step.terms)
+                layer_input = fill_input(step.value, step.base, step.terms)
                 mean = step.units.mean_(layer_input)
                 if mean is not layer_input:
                     layer_input.copy_(mean)
@@ -93,8 +93,20 @@ def run_mean_field(schedule, state: State, steps: int, damping: float) -> State:
     return state
 
 
-def _fill_input(target: torch.Tensor, base: torch.Tensor, terms) -> torch.Tensor:
-    """``target <- base + sum of t(neighbour) @ W`` with one ``addmm`` per free neighbour."""
+def fill_input(target: torch.Tensor, base: torch.Tensor, terms) -> torch.Tensor:
+    """Write a layer's input ``base + sum of t(neighbour) @ W`` to ``target`` and return it.
+
+    Parameters
+    ----------
+    target : Tensor, ``(batch, size)``
+        Receives the input; it must not share memory with a neighbour's value.
+    base : Tensor, ``(size,)`` or ``(batch, size)``
+        The bias, or the bias plus the input from clamped neighbours.
+    terms : sequence of ``(value, units, weight)``
+        Per neighbour its ``(batch, size of neighbour)`` value, its unit family
+        (for the statistic ``t``) and the ``(size of neighbour, size)`` weight.
+        One ``addmm`` each.
+    """
     if not terms:
         return target.copy_(base)
     source, units, weight = terms[0]
@@ -134,7 +146,7 @@ def _bind(schedule, state: State, *, keep: Iterable[str], scratch: bool) -> list
     for block in plan:
         for name, units, base, terms in block:
             value = values[name]
-            words = bulk_words(value.numel(), value.device) if scratch and uses_bulk_path(value) else None
+            words = bulk_words(value.numel(), value.device) if scratch and needs_word_scratch(value) else None
             layer_steps.append(
                 LayerStep(
                     name=name,

@@ -34,6 +34,11 @@ machine, drawing the visible units with ``Tensor.random_`` words took about
 CUDA tensors, other dtypes and tensors of fewer than :data:`BULK_MIN_UNITS` units
 use ``torch.rand`` and a comparison: the device generator is cheap there, and the
 bulk path's extra operations would cost more than they save.
+
+Where :func:`ebmgraph.kernels.load_cpu_kernels` has loaded the compiled kernel,
+the SplitMix64 path makes its words, compares the digits and flags the tie
+blocks in one fused pass. The arithmetic is the same, so the units are the same
+bit for bit, and so is what the generator gives afterwards.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from ebmgraph.kernels import loaded_kernel
 
 __all__ = [
     "BULK_MIN_UNITS",
@@ -50,6 +57,7 @@ __all__ = [
     "bernoulli",
     "bernoulli_",
     "bulk_words",
+    "needs_word_scratch",
     "random_words",
     "splitmix64_words",
 ]
@@ -57,12 +65,13 @@ __all__ = [
 DIGIT_BITS = 16
 """Random bits per unit on the bulk path."""
 
-BULK_MIN_UNITS = 12_000
+BULK_MIN_UNITS = 32_000
 """Smallest tensor (in units) that takes the bulk path on the CPU.
 
-On a 2-core AMD EPYC machine the two paths took about 60 and 50 microseconds at
-12,000 units and both about 67 at 16,000. Below that the bulk path's fixed cost
-of about a dozen operations dominates.
+On a 2-core AMD EPYC machine, each draw following a two-thread matrix product,
+the comparison path took about 58 microseconds at 15,680 units and the bulk path
+about 90; both took about 107 at 31,360. Below that the bulk path's fixed cost
+(about two dozen operations and a read-back in the tie search) dominates.
 """
 
 SPLITMIX_MIN_WORDS = 16_384
@@ -147,9 +156,13 @@ def random_words(n_words: int, generator: torch.Generator | None, scratch: BulkW
         # Full 64-bit range: random_() without bounds leaves the sign bit at zero.
         return scratch.words[:n_words].random_(-(2**63), None, generator=generator)
 
-    key = torch.empty((), dtype=torch.int64, device=scratch.words.device)
-    key.random_(-(2**63), None, generator=generator)
-    return splitmix64_words(key, n_words, scratch)
+    return splitmix64_words(_draw_key(generator, scratch.words.device), n_words, scratch)
+
+
+def _draw_key(generator: torch.Generator | None, device) -> torch.Tensor:
+    """Draw one SplitMix64 key, all 64 bits, as an int64 scalar tensor."""
+    key = torch.empty((), dtype=torch.int64, device=device)
+    return key.random_(-(2**63), None, generator=generator)
 
 
 def splitmix64_words(key: torch.Tensor, n_words: int, scratch: BulkWords) -> torch.Tensor:
@@ -193,6 +206,18 @@ def _xor_shift_right(state: torch.Tensor, bits: int, shifted: torch.Tensor) -> N
 def uses_bulk_path(probs: torch.Tensor) -> bool:
     """Return True if :func:`bernoulli_` takes the 16-bit bulk path for a tensor like ``probs``."""
     return probs.is_cpu and probs.dtype in (torch.float32, torch.float64) and probs.numel() >= BULK_MIN_UNITS
+
+
+def needs_word_scratch(probs: torch.Tensor) -> bool:
+    """Return True if :func:`bernoulli_` on a tensor like ``probs`` uses a :class:`BulkWords` scratch.
+
+    The bulk path does, unless the compiled kernel (:mod:`ebmgraph.kernels`)
+    makes the words itself.
+    """
+    if not uses_bulk_path(probs):
+        return False
+    n_words = -(-probs.numel() // _DIGITS_PER_WORD)
+    return loaded_kernel() is None or n_words < SPLITMIX_MIN_WORDS
 
 
 def bernoulli(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -241,7 +266,7 @@ def bernoulli_(
         # Uniforms in float16 or bfloat16 would have 11 or 8 significant bits and bias small p.
         dtype = torch.float32 if probs.dtype in (torch.float16, torch.bfloat16) else probs.dtype
         uniform = torch.rand(probs.shape, dtype=dtype, device=probs.device, generator=generator)
-        return out.copy_(torch.lt(uniform, probs))
+        return torch.lt(uniform, probs, out=out)
     if not (probs.is_contiguous() and out.is_contiguous()):
         # The bulk path reads and writes flat views, so it runs on contiguous copies.
         units = bernoulli_(probs.contiguous(), generator, out=torch.empty(out.shape, dtype=out.dtype), words=words)
@@ -250,6 +275,13 @@ def bernoulli_(
     probs = probs.detach()
     n_units = probs.numel()
     n_words = (n_units + _DIGITS_PER_WORD - 1) // _DIGITS_PER_WORD
+    kernel = loaded_kernel()
+    if kernel is not None and n_words >= SPLITMIX_MIN_WORDS:
+        tied = torch.empty(-(-n_units // _TIE_BLOCK), dtype=torch.uint8)
+        kernel.bernoulli_digits(probs, out, tied, int(_draw_key(generator, probs.device)), _TIE_BLOCK)
+        _settle_ties(out, probs, generator, tied=tied)
+        return out
+
     if words is None or words.capacity < n_words:
         words = bulk_words(n_units)
     digits = random_words(n_words, generator, words).view(torch.uint16)[:n_units].view(probs.shape)
@@ -265,26 +297,36 @@ def _compare_digits(probs: torch.Tensor, digits: torch.Tensor, out: torch.Tensor
     return out.clamp_(0.0, _DIGIT_SCALE).mul_(1.0 / _DIGIT_SCALE)
 
 
-def _settle_ties(units: torch.Tensor, scratch: torch.Tensor, generator: torch.Generator | None) -> None:
+def _settle_ties(
+    units: torch.Tensor, scratch: torch.Tensor, generator: torch.Generator | None, *, tied: torch.Tensor | None = None
+) -> None:
     """Replace every value strictly between 0 and 1 in ``units`` by a Bernoulli draw with that probability.
 
     Ties are found block by block: ``frac`` is zero exactly on 0 and 1, so a block
-    with a positive maximum of ``frac`` holds a tie. Each such block is redrawn
-    whole as ``rand < value``, which keeps the decided units (``rand < 0`` is
-    false, ``rand < 1`` true) and draws the ties.
+    with a positive maximum of ``frac`` holds a tie. The compiled kernel passes
+    these flags as ``tied`` (uint8, one per block, the partial last block
+    included) instead. Each tied block is redrawn whole as ``rand < value``,
+    which keeps the decided units (``rand < 0`` is false, ``rand < 1`` true) and
+    draws the ties.
     """
     flat = units.view(-1)
-    fractions = torch.frac(units, out=scratch).view(-1)
     n_full = flat.numel() // _TIE_BLOCK * _TIE_BLOCK
+    n_blocks = n_full // _TIE_BLOCK
+    if tied is None:
+        fractions = torch.frac(units, out=scratch).view(-1)
     if n_full:
         blocks = flat[:n_full].view(-1, _TIE_BLOCK)
-        tied = fractions[:n_full].view(-1, _TIE_BLOCK).amax(dim=1).nonzero().squeeze(1)
-        if tied.numel():
-            values = blocks[tied]
+        if tied is None:
+            tied_blocks = fractions[:n_full].view(-1, _TIE_BLOCK).amax(dim=1).nonzero().squeeze(1)
+        else:
+            tied_blocks = tied[:n_blocks].nonzero().squeeze(1)
+        if tied_blocks.numel():
+            values = blocks[tied_blocks]
             uniform = torch.rand(values.shape, dtype=values.dtype, generator=generator)
-            blocks[tied] = torch.lt(uniform, values).to(values.dtype)
+            blocks[tied_blocks] = torch.lt(uniform, values).to(values.dtype)
     if n_full < flat.numel():
         tail = flat[n_full:]
-        if bool(fractions[n_full:].amax() != 0):
+        tail_tied = bool(fractions[n_full:].amax() != 0) if tied is None else bool(tied[n_blocks])
+        if tail_tied:
             uniform = torch.rand(tail.shape, dtype=tail.dtype, generator=generator)
             tail.copy_(torch.lt(uniform, tail))

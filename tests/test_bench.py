@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from ebmgraph.bench import main
+from ebmgraph.bench import harness, main
 from ebmgraph.bench.context import TINY, Context, Runner
 from ebmgraph.bench.harness import measure, paired_ratio, summarise
 from ebmgraph.bench.tasks import build_tasks
@@ -138,6 +138,17 @@ def test_measure_interleaves_and_caps_rounds():
     assert len(rates["b"]) == 1
     # Two untimed calls each (warm-up, calibration), then rounds in rotated order: a b, then a, then a.
     assert order == ["a", "a", "b", "b", "a", "b", "a", "a"]
+
+
+def test_measure_rests_before_each_timed_variant(monkeypatch):
+    order = []
+    monkeypatch.setattr(harness.time, "sleep", lambda seconds: order.append(f"rest {seconds}"))
+    runners = {"a": Runner(lambda: order.append("a"), units_per_call=1.0), "b": Runner(lambda: order.append("b"), units_per_call=1.0)}
+
+    measure(runners, rounds=2, round_seconds=1e-9, settle_seconds=0.3)
+
+    # The untimed warm-up and calibration calls need no rest; every timed call does.
+    assert order == ["a", "a", "b", "b", "rest 0.3", "a", "rest 0.3", "b", "rest 0.3", "b", "rest 0.3", "a"]
 
 
 def test_paired_ratio_uses_shared_rounds():

@@ -18,7 +18,7 @@ from helpers import SMALL_GRAPHS, random_model
 
 GRAPHS = dict(SMALL_GRAPHS)
 # Layers large enough for the 16-bit bulk sampler at the batch below.
-GRAPHS["large_rbm"] = ([("v", 60, "bernoulli", True), ("h", 40, "bernoulli", False)], [("v", "h")])
+GRAPHS["large_rbm"] = ([("v", 100, "bernoulli", True), ("h", 80, "bernoulli", False)], [("v", "h")])
 GRAPHS["gaussian"] = ([("v", 5, Gaussian(std=(1.0, 0.5, 2.0, 1.0, 0.7)), True), ("h", 4, "bernoulli", False)], [("v", "h")])
 BATCH = 400
 

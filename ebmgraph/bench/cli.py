@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ebmgraph import kernels
 from ebmgraph.bench import memory
 from ebmgraph.bench.context import FULL, TINY, Context, Unavailable
 from ebmgraph.bench.harness import CLOCKS, measure
@@ -27,9 +28,9 @@ __all__ = ["main", "run_benchmark", "build_parser"]
 
 logger = logging.getLogger(__name__)
 
-# (rounds, seconds per round) of a full and of a quick run.
-FULL_TIMING = (7, 0.5)
-QUICK_TIMING = (3, 0.1)
+# (rounds, seconds per round, seconds of rest before each variant's calls) of a full and of a quick run.
+FULL_TIMING = (7, 0.5, 0.25)
+QUICK_TIMING = (3, 0.1, 0.02)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,20 +80,29 @@ def run_benchmark(args: argparse.Namespace) -> list[dict]:
             raise ValueError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     ctx = _context(args)
-    rounds, round_seconds = QUICK_TIMING if args.quick else FULL_TIMING
+    rounds, round_seconds, settle_seconds = QUICK_TIMING if args.quick else FULL_TIMING
     rounds = args.rounds if args.rounds is not None else rounds
     round_seconds = args.round_seconds if args.round_seconds is not None else round_seconds
     if rounds < 1 or round_seconds <= 0:
         raise ValueError(f"--rounds must be at least 1 and --round-seconds positive, got {rounds} and {round_seconds}")
     synchronize = torch.cuda.synchronize if ctx.device.type == "cuda" else (lambda: None)
     shared = environment(ctx.device, dtype=ctx.dtype, clock=args.clock, quick=args.quick, tiny=args.tiny)
+    shared["settle_seconds"] = settle_seconds
+    shared["cpu_kernel"] = kernels.load_if_requested()
 
     tasks = _select(build_tasks(ctx), args.tasks, args.variants)
     records, probed = [], {}
     for task in tasks:
         logger.info("timing %s", task.name)
         runners, skipped = _runners(task, ctx)
-        rates = measure(runners, rounds=rounds, round_seconds=round_seconds, clock=args.clock, synchronize=synchronize)
+        rates = measure(
+            runners,
+            rounds=rounds,
+            round_seconds=round_seconds,
+            clock=args.clock,
+            synchronize=synchronize,
+            settle_seconds=settle_seconds,
+        )
         devices = {name: runner.device for name, runner in runners.items() if runner.device is not None}
         if ctx.device.type == "cuda" and not args.no_memory:
             probed[task.name] = {name: memory.probe_cuda(runner) for name, runner in runners.items()}

@@ -7,6 +7,13 @@ median over rounds of their rates in the same round, which cancels most of that
 drift. Each variant first makes one untimed warm-up call (compilation, caches,
 first-touch allocation) and one timed call that sets how many calls make a
 round of about ``round_seconds``.
+
+Before each variant's calls the harness sleeps ``settle_seconds``, so that the
+worker threads of the previous variant go idle. On the 2-core development
+machine the first 0.1 s of PyTorch calls after a scikit-learn fit ran at half
+speed, which slowed whichever variant came next. The likely cause, not
+confirmed, is that NumPy's OpenBLAS threads keep polling for work for a while
+after a call returns.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ def measure(
     round_seconds: float,
     clock: str = "wall",
     synchronize: Callable[[], None] = lambda: None,
+    settle_seconds: float = 0.0,
 ) -> dict[str, list[float]]:
     """Time every runner in ``rounds`` interleaved rounds and return its rates (units per second) per round.
 
@@ -47,6 +55,7 @@ def measure(
             runner = runners[name]
             if runner.max_rounds is not None and round_index >= runner.max_rounds:
                 continue
+            time.sleep(settle_seconds)
             elapsed = _time_calls(runner, calls[name], now, synchronize)
             rates[name].append(runner.units_per_call * calls[name] / elapsed)
     return rates

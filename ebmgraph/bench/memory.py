@@ -96,7 +96,11 @@ def _probe_here(runner: Runner) -> dict:
 
 
 def _main(spec: dict) -> None:
+    from ebmgraph import kernels
     from ebmgraph.bench.tasks import build_tasks
+
+    # The probe inherits EBMGRAPH_CPU_KERNELS, so it measures the sampler the timed run used.
+    kernels.load_if_requested()
 
     ctx = Context(
         device=torch.device(spec["device"]),

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from ebmgraph.chains import PersistentChains
+from ebmgraph.learning.joint import JointPass, joint_pass_for
 from ebmgraph.learning.statistics import block_means
 from ebmgraph.model import EnergyModel, State
 from ebmgraph.schedule import compile_schedule
@@ -123,6 +124,12 @@ class PCD(GradientEstimator):
     Chains persist between mini-batches and advance ``k`` sweeps per batch. They
     start from the biases-only model on first use, one per row of the batch
     unless ``n_chains`` is given.
+
+    Where the data layers form one block and the hidden layers the other (an
+    RBM), :meth:`phases` computes the data term's hidden means and the chains'
+    last block with one product per edge over the stacked rows
+    (:mod:`ebmgraph.learning.joint`). The states equal those of
+    :meth:`data_term` and :meth:`model_term` up to rounding.
     """
 
     def __init__(
@@ -139,6 +146,7 @@ class PCD(GradientEstimator):
         self.mean_field_steps = _check_positive("mean_field_steps", mean_field_steps)
         self.chains: PersistentChains | None = None
         self._saved_chains: dict | None = None
+        self._joint: tuple | None = None
 
     def _chains(self, model: EnergyModel, batch_size: int, generator) -> PersistentChains:
         if self.chains is not None and self.chains.schedule.model is model:
@@ -158,8 +166,19 @@ class PCD(GradientEstimator):
         return {**state, **{name: means[name] for name in chains.schedule.blocks[-1].layers}}
 
     def phases(self, model: EnergyModel, batch: State, generator: torch.Generator | None) -> tuple[State, State]:
+        chains = self._chains(model, _batch_size(batch), generator)
+        joint = self._joint_pass(model, chains.schedule)
+        if joint is not None:
+            with torch.no_grad():
+                return joint.phases(chains, batch, self.k, generator)
         data_state = self.data_term(model, batch, self.mean_field_steps)
         return data_state, self.model_term(model, _batch_size(batch), generator)
+
+    def _joint_pass(self, model: EnergyModel, schedule) -> JointPass | None:
+        """The stacked data-and-model pass for ``schedule`` (:mod:`ebmgraph.learning.joint`), or None where it does not apply."""
+        if self._joint is None or self._joint[0] is not schedule:
+            self._joint = (schedule, joint_pass_for(model, self.data_layers(model), schedule))
+        return self._joint[1]
 
     def state_dict(self) -> dict:
         if self.chains is None:
