@@ -679,6 +679,7 @@ def main(argv: list[str] | None = None) -> int:
         check_arguments(args)
         kernels.load_if_requested()
         COMMANDS[args.command](args)
+        distributed.shutdown(wait_for_ranks=True)
     except (ValueError, TypeError, OSError, CheckpointError, DivergenceError, RuntimeError) as error:
         print(f"ebmgraph {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -236,6 +236,30 @@ def test_environment_without_torchrun_is_ignored(monkeypatch):
     assert not distributed.is_initialized()
 
 
+@pytest.fixture
+def group_calls(monkeypatch) -> list[str]:
+    """A joined process group whose barrier and destruction only record their calls."""
+    calls = []
+    monkeypatch.setattr(distributed, "_joined_from_environment", True)
+    monkeypatch.setattr(distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(torch.distributed, "destroy_process_group", lambda: calls.append("destroy"))
+    return calls
+
+
+def test_shutdown_waits_for_ranks_before_destroying(group_calls):
+    distributed.shutdown(wait_for_ranks=True)
+    distributed.shutdown(wait_for_ranks=True)
+
+    assert group_calls == ["barrier", "destroy"], "the second call finds no group of its own to destroy"
+
+
+def test_shutdown_after_failure_skips_barrier(group_calls):
+    distributed.shutdown()
+
+    assert group_calls == ["destroy"]
+
+
 def test_partial_torchrun_environment_is_rejected(monkeypatch):
     for name in distributed.TORCHRUN_VARIABLES:
         monkeypatch.delenv(name, raising=False)

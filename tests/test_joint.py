@@ -93,3 +93,33 @@ def test_joint_phases_record_no_gradient():
 
     assert torch.is_grad_enabled() and any(p.requires_grad for p in model.parameters())
     assert not any(t.requires_grad for t in [*data_state.values(), *model_state.values()])
+
+
+ROWS = torch.tensor([[1.0, 0.0, 1.0, 1.0, 0.0]] * 6, dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    ("batch", "message"),
+    [
+        ({"v": ROWS.float()}, "layer 'v' of the batch is torch.float32 on cpu; expected torch.float64"),
+        ({"v": ROWS.to(torch.uint8)}, "layer 'v' of the batch is torch.uint8 on cpu; expected torch.float64"),
+        ({"v": ROWS[0]}, r"layer 'v' of the batch has shape \(5,\); expected \(rows, 5\)"),
+        ({"v": ROWS[:, :4]}, r"layer 'v' of the batch has shape \(6, 4\); expected \(rows, 5\)"),
+        ({"h": ROWS}, "the batch is missing data layer 'v'"),
+    ],
+    ids=["float32", "uint8", "one-dimensional", "too-narrow", "missing"],
+)
+def test_joint_phases_reject_malformed_batch(batch, message):
+    model = random_model(*SMALL_GRAPHS["rbm"], seed=15)
+
+    with pytest.raises(ValueError, match=message):
+        PCD(1).phases(model, batch, torch.Generator().manual_seed(16))
+
+
+def test_joint_phases_reject_unequal_rows():
+    model = random_model(*TWO_BLOCK_GRAPHS["three_visible"], seed=17)
+    batch = batch_for(model, 4, seed=18)
+    batch["b"] = batch["b"][:3]
+
+    with pytest.raises(ValueError, match="layer 'b' of the batch has 3 rows and another layer 4"):
+        PCD(1).phases(model, batch, torch.Generator().manual_seed(19))

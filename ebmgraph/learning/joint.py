@@ -69,10 +69,10 @@ class JointPass:
             The batch with the hidden means given it, and the chains' visible
             sample with the hidden means given that sample.
         """
+        n_data = self._check_batch(batch)
         state = chains.state
         if k > 1:
             state = self.schedule.gibbs(state, k - 1, generator=generator, validate=False)
-        n_data = next(iter(batch.values())).shape[0]
 
         stacked = self._stack_visible(state, batch, n_data, generator)
         data_state = {name: stacked[name][:n_data] for name in self.visible_block.layers}
@@ -90,6 +90,30 @@ class JointPass:
         chains.state = chain_state
         chains.n_sweeps += k
         return data_state, model_state
+
+    def _check_batch(self, batch: State) -> int:
+        """Return the batch's row count after checking each data layer's shape, dtype and device.
+
+        The stacked copy would otherwise convert or broadcast what the products
+        of the separate terms reject.
+        """
+        model = self.schedule.model
+        rows = None
+        for name in self.visible_block.layers:
+            tensor = batch.get(name)
+            if tensor is None:
+                raise ValueError(f"the batch is missing data layer {name!r}")
+            size = model.graph[name].size
+            if tensor.dim() != 2 or tensor.shape[1] != size:
+                raise ValueError(f"layer {name!r} of the batch has shape {tuple(tensor.shape)}; expected (rows, {size})")
+            if rows is not None and tensor.shape[0] != rows:
+                raise ValueError(f"layer {name!r} of the batch has {tensor.shape[0]} rows and another layer {rows}; expected equal rows")
+            if tensor.dtype != model.dtype or tensor.device != model.device:
+                raise ValueError(
+                    f"layer {name!r} of the batch is {tensor.dtype} on {tensor.device}; expected {model.dtype} on {model.device}, the model's"
+                )
+            rows = tensor.shape[0]
+        return rows
 
     def _stack_visible(self, state: State, batch: State, n_data: int, generator) -> State:
         """Per data layer, a ``(n + m, size)`` tensor: the batch, then a draw given the chains' hidden sample."""
