@@ -129,7 +129,7 @@ def test_load_declines_without_avx512(monkeypatch, caplog):
 
 def test_load_reports_failed_build(monkeypatch, caplog):
     def failing_load(**_):
-        raise RuntimeError("Error building extension")
+        raise RuntimeError("Error building extension\n[1/2] c++ -O3 ...\nFAILED: bernoulli_digits.o")
 
     kernels.unload_cpu_kernels()
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
@@ -139,7 +139,8 @@ def test_load_reports_failed_build(monkeypatch, caplog):
         assert not kernels.load_cpu_kernels()
 
     assert kernels.loaded_kernel() is None
-    assert "building ebmgraph's CPU kernel failed (Error building extension)" in caplog.text
+    assert "building ebmgraph's CPU kernel failed (Error building extension);" in caplog.text
+    assert "FAILED" not in caplog.text, "only the first line of the build log belongs in the warning"
 
 
 def test_load_if_requested_reads_environment(monkeypatch):

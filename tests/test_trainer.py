@@ -92,6 +92,14 @@ def test_hidden_layer_in_data_is_rejected():
         trainer.fit(data)
 
 
+@pytest.mark.parametrize("step", ["update", "fit_batch"])
+def test_step_rejects_tensor_batch(step):
+    trainer = Trainer(reference_rbm(), PCD(1), TrainingConfig())
+
+    with pytest.raises(TypeError, match=r"a batch must be a mapping from layer name to tensor, such as \{'v': rows\}; got Tensor"):
+        getattr(trainer, step)(torch.ones(4, 3, dtype=torch.float64))
+
+
 def test_infinite_weight_is_reported_before_training():
     model = reference_rbm()
     with torch.no_grad():

@@ -1,24 +1,29 @@
 """Optional compiled CPU kernels, built on the user's machine by torch's C++ extension loader.
 
-The engine runs on torch operations alone. On the CPU one part of a block-Gibbs
-sweep is still far from the matrix products' speed: the bulk Bernoulli sampler
-(:mod:`ebmgraph.sampling`) makes about twenty element-wise passes per layer,
-twelve of them for the SplitMix64 words. ``bernoulli_digits.cpp`` fuses the
+Without this module the engine runs on torch operations alone. On the CPU one
+part of a block-Gibbs sweep is still far from the matrix products' speed: the
+bulk Bernoulli sampler (:mod:`ebmgraph.sampling`) makes about twenty
+element-wise passes per layer, twelve of them for the SplitMix64 words. ``bernoulli_digits.cpp`` fuses the
 words, the digit comparison and the tie search into one pass, with the same
 arithmetic, so it gives the same units bit for bit and only the speed changes.
 On the 2-core development machine (AMD EPYC, AVX-512) it took 0.11 ms for
 784,000 float32 units where the torch operations took 0.51 ms.
 
 Loading is opt-in. :func:`load_cpu_kernels` compiles the source with the system
-C++ compiler and ninja into torch's extension cache (``TORCH_EXTENSIONS_DIR``, by
-default ``~/.cache/torch_extensions``). That took about 25 seconds on the
-development machine; later processes load the cached build. The command line and
-the benchmark call it when the environment variable ``EBMGRAPH_CPU_KERNELS`` is
+C++ compiler and ninja (the ``kernels`` extra installs ninja) into torch's
+extension cache (``TORCH_EXTENSIONS_DIR``, by default
+``~/.cache/torch_extensions``). That took about 25 seconds on the development
+machine; later processes load the cached build. The command line and the
+benchmark call it when the environment variable ``EBMGRAPH_CPU_KERNELS`` is
 ``1``.
 
-The kernel needs AVX-512, whose 64-bit vector products SplitMix64 relies on.
-Built for AVX2 on the same machine it took 3.0 ms for the same draw, slower than
-the torch operations, so :func:`load_cpu_kernels` declines on other CPUs.
+The kernel is built only where torch reports AVX-512. Built for AVX2 on the same
+machine it took 3.0 ms for the same draw, slower than the torch operations, so
+:func:`load_cpu_kernels` declines on other CPUs.
+
+NOTE: a standalone timing put most of the AVX2 build's time in the comparison
+loop, not in the 64-bit products. The cause was not found, so an AVX2 build
+might still be made fast.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ def load_cpu_kernels(*, verbose: bool = False) -> bool:
 
     from torch.utils.cpp_extension import load
 
+    logger.info("loading ebmgraph's CPU kernel; the first load compiles it, which takes about half a minute")
     try:
         _loaded = load(
             name=f"ebmgraph_bernoulli_digits_{capability.lower()}",
@@ -78,7 +84,13 @@ def load_cpu_kernels(*, verbose: bool = False) -> bool:
             verbose=verbose,
         )
     except (OSError, RuntimeError, ImportError) as error:
-        logger.warning("building ebmgraph's CPU kernel failed (%s); the sampler keeps its torch operations", error)
+        # The message can carry the whole build log; its first line names the failure.
+        reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        logger.warning(
+            "building ebmgraph's CPU kernel failed (%s); the sampler keeps its torch operations. "
+            "load_cpu_kernels(verbose=True) shows the compiler's output",
+            reason,
+        )
         return False
     return True
 

@@ -202,7 +202,12 @@ class Trainer:
         update. The shards' gradients are averaged over the ranks, each weighted
         by its rows, so every rank returns and applies the gradient of the whole
         mini-batch.
+
+        The batch's values are not checked, because :meth:`fit` checks its data
+        once before the first step; check a batch of your own with
+        ``model.check_state(batch)``.
         """
+        _check_mapping(batch)
         if self.world_size == 1:
             gradient = self._batch_gradient(batch, self.generator)
         else:
@@ -216,8 +221,10 @@ class Trainer:
         Equal to :meth:`update` up to rounding. Without momentum or weight decay,
         in single-process training, it adds the step to the parameters without
         forming the gradient (:func:`~ebmgraph.learning.statistics.ascend_log_likelihood_`),
-        which saves a weight-sized write and read per edge.
+        which saves a weight-sized write and read per edge. Like :meth:`update`,
+        it does not check the batch's values.
         """
+        _check_mapping(batch)
         if self.world_size != 1 or not self._plain_step():
             self.update(batch)
             return
@@ -507,3 +514,8 @@ class Trainer:
         if changed:
             described = ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in sorted(changed.items()))
             logger.warning("resuming with a changed training configuration (%s); the run will differ from an uninterrupted one", described)
+
+
+def _check_mapping(batch: object) -> None:
+    if not isinstance(batch, Mapping):
+        raise TypeError(f"a batch must be a mapping from layer name to tensor, such as {{'v': rows}}; got {type(batch).__name__}")
