@@ -22,8 +22,9 @@ machine it took 3.0 ms for the same draw, slower than the torch operations, so
 :func:`load_cpu_kernels` declines on other CPUs.
 
 NOTE: a standalone timing put most of the AVX2 build's time in the comparison
-loop, not in the 64-bit products. The cause was not found, so an AVX2 build
-might still be made fast.
+loop reading back the digits just written, not in the 64-bit products. Stalled
+store forwarding (8-byte stores read by 32-byte loads) is the likely cause but
+was not confirmed, so an AVX2 build might still be made fast.
 """
 
 from __future__ import annotations
