@@ -302,31 +302,41 @@ def _settle_ties(
 ) -> None:
     """Replace every value strictly between 0 and 1 in ``units`` by a Bernoulli draw with that probability.
 
-    Ties are found block by block: ``frac`` is zero exactly on 0 and 1, so a block
-    with a positive maximum of ``frac`` holds a tie. The compiled kernel passes
-    these flags as ``tied`` (uint8, one per block, the partial last block
-    included) instead. Each tied block is redrawn whole as ``rand < value``,
-    which keeps the decided units (``rand < 0`` is false, ``rand < 1`` true) and
-    draws the ties.
+    ``tied`` flags the blocks of 512 units (the partial last block included)
+    that contain such a value. The compiled kernel passes it, and
+    :func:`_tie_flags` computes it otherwise. Each tied full block, then a tied
+    last block, is redrawn whole as ``rand < value``, which keeps the decided
+    units (``rand < 0`` is false, ``rand < 1`` true) and draws the ties.
     """
-    flat = units.view(-1)
-    n_full = flat.numel() // _TIE_BLOCK * _TIE_BLOCK
-    n_blocks = n_full // _TIE_BLOCK
     if tied is None:
-        fractions = torch.frac(units, out=scratch).view(-1)
-    if n_full:
+        tied = _tie_flags(units, scratch)
+    flat = units.view(-1)
+    n_blocks = flat.numel() // _TIE_BLOCK
+    n_full = n_blocks * _TIE_BLOCK
+
+    tied_blocks = tied[:n_blocks].nonzero().squeeze(1)
+    if tied_blocks.numel():
         blocks = flat[:n_full].view(-1, _TIE_BLOCK)
-        if tied is None:
-            tied_blocks = fractions[:n_full].view(-1, _TIE_BLOCK).amax(dim=1).nonzero().squeeze(1)
-        else:
-            tied_blocks = tied[:n_blocks].nonzero().squeeze(1)
-        if tied_blocks.numel():
-            values = blocks[tied_blocks]
-            uniform = torch.rand(values.shape, dtype=values.dtype, generator=generator)
-            blocks[tied_blocks] = torch.lt(uniform, values).to(values.dtype)
-    if n_full < flat.numel():
+        values = blocks[tied_blocks]
+        uniform = torch.rand(values.shape, dtype=values.dtype, generator=generator)
+        blocks[tied_blocks] = torch.lt(uniform, values).to(values.dtype)
+
+    if n_full < flat.numel() and bool(tied[n_blocks]):
         tail = flat[n_full:]
-        tail_tied = bool(fractions[n_full:].amax() != 0) if tied is None else bool(tied[n_blocks])
-        if tail_tied:
-            uniform = torch.rand(tail.shape, dtype=tail.dtype, generator=generator)
-            tail.copy_(torch.lt(uniform, tail))
+        uniform = torch.rand(tail.shape, dtype=tail.dtype, generator=generator)
+        tail.copy_(torch.lt(uniform, tail))
+
+
+def _tie_flags(units: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """Flag each block of ``units`` that contains a value other than 0 and 1 (or NaN).
+
+    ``frac`` is zero exactly on 0 and 1, so such a block has a nonzero maximum of
+    ``frac``. Returns a bool tensor with one entry per block, the partial last
+    block included.
+    """
+    fractions = torch.frac(units, out=scratch).view(-1)
+    n_full = fractions.numel() // _TIE_BLOCK * _TIE_BLOCK
+    maxima = [fractions[:n_full].view(-1, _TIE_BLOCK).amax(dim=1)]
+    if n_full < fractions.numel():
+        maxima.append(fractions[n_full:].amax().reshape(1))
+    return torch.cat(maxima) != 0

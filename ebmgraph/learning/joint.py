@@ -74,18 +74,18 @@ class JointPass:
         if k > 1:
             state = self.schedule.gibbs(state, k - 1, generator=generator, validate=False)
 
-        stacked = self._stack_visible(state, batch, n_data, generator)
+        visible_plan, hidden_plan = self.schedule._plan(state)
+        stacked = self._stack_visible(visible_plan, state, batch, n_data, generator)
         data_state = {name: stacked[name][:n_data] for name in self.visible_block.layers}
         model_state = {name: stacked[name][n_data:] for name in self.visible_block.layers}
         chain_state = dict(model_state)
-        for update in self.hidden_block.updates:
-            layer_input = self._input(update, stacked)
+        rows = n_data + chains.n_chains
+        for name, units, bias, terms in hidden_plan:
+            layer_input = fill_input(bias.new_empty(rows, bias.shape[-1]), bias, _with_values(terms, stacked))
             model_input = layer_input[n_data:]
-            model_state[update.name] = update.units.mean(model_input)
-            data_state[update.name] = update.units.mean_(layer_input[:n_data])
-            chain_state[update.name] = update.units.sample_(
-                model_input, generator, out=torch.empty_like(model_state[update.name])
-            )
+            model_state[name] = units.mean(model_input)
+            data_state[name] = units.mean_(layer_input[:n_data])
+            chain_state[name] = units.sample_(model_input, generator, out=torch.empty_like(model_state[name]))
 
         chains.state = chain_state
         chains.n_sweeps += k
@@ -115,33 +115,23 @@ class JointPass:
             rows = tensor.shape[0]
         return rows
 
-    def _stack_visible(self, state: State, batch: State, n_data: int, generator) -> State:
+    @staticmethod
+    def _stack_visible(visible_plan, state: State, batch: State, n_data: int, generator) -> State:
         """Per data layer, a ``(n + m, size)`` tensor: the batch, then a draw given the chains' hidden sample."""
-        model = self.schedule.model
         stacked = {}
-        for update in self.visible_block.updates:
-            value = state[update.name]
-            rows = torch.empty((n_data + value.shape[0], value.shape[1]), dtype=value.dtype, device=value.device)
-            rows[:n_data].copy_(batch[update.name])
-            layer_input = fill_input(torch.empty_like(value), model.biases[update.name], self._terms(update, state))
-            update.units.sample_(layer_input, generator, out=rows[n_data:])
-            stacked[update.name] = rows
+        for name, units, bias, terms in visible_plan:
+            value = state[name]
+            rows = value.new_empty(n_data + value.shape[0], value.shape[1])
+            rows[:n_data].copy_(batch[name])
+            layer_input = fill_input(torch.empty_like(value), bias, _with_values(terms, state))
+            units.sample_(layer_input, generator, out=rows[n_data:])
+            stacked[name] = rows
         return stacked
 
-    def _input(self, update, stacked: State) -> torch.Tensor:
-        """Input to a hidden layer for every stacked row: bias plus one product per data neighbour."""
-        bias = self.schedule.model.biases[update.name]
-        rows = next(iter(stacked.values())).shape[0]
-        target = bias.new_empty(rows, bias.shape[0])
-        return fill_input(target, bias, self._terms(update, stacked))
 
-    def _terms(self, update, state: State) -> Sequence:
-        weights = self.schedule.model.weights
-        graph = self.schedule.model.graph
-        return [
-            (state[neighbour], graph[neighbour].units, weights[key].t() if transposed else weights[key])
-            for neighbour, key, transposed in update.inputs
-        ]
+def _with_values(terms, values: State) -> tuple:
+    """Replace each neighbour's name in a plan's ``(neighbour, units, weight)`` terms by its value."""
+    return tuple((values[neighbour], units, weight) for neighbour, units, weight in terms)
 
 
 def joint_pass_for(model: EnergyModel, data_layers: Sequence[str], chain_schedule: Schedule) -> JointPass | None:
