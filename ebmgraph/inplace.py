@@ -99,7 +99,7 @@ def fill_input(target: torch.Tensor, base: torch.Tensor, terms) -> torch.Tensor:
     Parameters
     ----------
     target : Tensor, ``(batch, size)``
-        Receives the input; it must not share memory with a neighbour's value.
+        Receives the input. It must not share memory with a neighbour's value.
     base : Tensor, ``(size,)`` or ``(batch, size)``
         The bias, or the bias plus the input from clamped neighbours.
     terms : sequence of ``(value, units, weight)``

@@ -147,7 +147,7 @@ def test_measure_rests_before_each_timed_variant(monkeypatch):
 
     measure(runners, rounds=2, round_seconds=1e-9, settle_seconds=0.3)
 
-    # The untimed warm-up and calibration calls need no rest; every timed call does.
+    # The untimed warm-up and calibration calls need no rest, but every timed call does.
     assert order == ["a", "a", "b", "b", "rest 0.3", "a", "rest 0.3", "b", "rest 0.3", "b", "rest 0.3", "a"]
 
 

@@ -57,7 +57,7 @@ def test_kernel_units_equal_torch_path(kernel, dtype):
     assert with_kernel.dtype == dtype
 
 
-def test_kernel_units_equal_torch_path_in_two_dimensions(kernel):
+def test_kernel_units_equal_in_two_dimensions(kernel):
     probs = probabilities(torch.float32)[: 300 * 220].reshape(300, 220)
 
     with_kernel, without_kernel, _ = draw_twice(probs)
@@ -86,7 +86,7 @@ def test_kernel_frequencies_match_probabilities(kernel):
     units = bernoulli(probs, torch.Generator().manual_seed(3)).view(-1, 6)
 
     frequencies = units.mean(dim=0)
-    # Five standard errors of a mean of 50,000 draws at p = 0.5 is 0.011; p = 0 and p = 1 are exact.
+    # Five standard errors of a mean of 50,000 draws at p = 0.5 is 0.011, and p = 0 and p = 1 are exact.
     torch.testing.assert_close(frequencies, probs[:6], rtol=0, atol=0.011)
     assert frequencies[0] == 0.0
     assert frequencies[5] == 1.0

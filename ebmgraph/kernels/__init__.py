@@ -75,7 +75,7 @@ def load_cpu_kernels(*, verbose: bool = False) -> bool:
 
     from torch.utils.cpp_extension import load
 
-    logger.info("loading ebmgraph's CPU kernel; the first load compiles it, which takes about half a minute")
+    logger.info("loading ebmgraph's CPU kernel (the first load compiles it, which takes about half a minute)")
     try:
         _loaded = load(
             name=f"ebmgraph_bernoulli_digits_{capability.lower()}",
@@ -85,7 +85,7 @@ def load_cpu_kernels(*, verbose: bool = False) -> bool:
             verbose=verbose,
         )
     except (OSError, RuntimeError, ImportError) as error:
-        # The message can carry the whole build log; its first line names the failure.
+        # The message can carry the whole build log, and its first line names the failure.
         reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
         logger.warning(
             "building ebmgraph's CPU kernel failed (%s); the sampler keeps its torch operations. "

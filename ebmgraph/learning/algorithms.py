@@ -175,7 +175,7 @@ class PCD(GradientEstimator):
         return data_state, self.model_term(model, _batch_size(batch), generator)
 
     def _joint_pass(self, model: EnergyModel, schedule) -> JointPass | None:
-        """The stacked data-and-model pass for ``schedule`` (:mod:`ebmgraph.learning.joint`), or None where it does not apply."""
+        """Return the stacked data-and-model pass for ``schedule`` (:mod:`ebmgraph.learning.joint`), or None where it does not apply."""
         if self._joint is None or self._joint[0] is not schedule:
             self._joint = (schedule, joint_pass_for(model, self.data_layers(model), schedule))
         return self._joint[1]

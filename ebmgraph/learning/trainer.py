@@ -204,7 +204,7 @@ class Trainer:
         mini-batch.
 
         The batch's values are not checked, because :meth:`fit` checks its data
-        once before the first step; check a batch of your own with
+        once before the first step. Check a batch of your own with
         ``model.check_state(batch)``.
         """
         _check_mapping(batch)
